@@ -1,0 +1,14 @@
+// Package hsm is hsmkms's PKCS#11 boundary: it loads a module, selects a token
+// by label or serial, logs in once, keeps a bounded pool of sessions, generates
+// and finds key objects, and runs every operation that touches key material
+// (AES-GCM encrypt/decrypt, random generation) inside the token.
+//
+// It is the only package of hsmkms that imports github.com/miekg/pkcs11 (and,
+// later, crypto11). It must not import any other hsmkms package, echo or HTTP
+// code. Key material never enters Go memory: keys are generated in the token as
+// sensitive, non-extractable objects and are referred to by their handles.
+//
+// Errors are translated from CKR codes once, in errors.go, into the closed set
+// of sentinels declared there (ErrNotFound, ErrInvalidCiphertext, …); callers
+// use errors.Is and never look at CKR codes or error text.
+package hsm

@@ -1,0 +1,93 @@
+package hsm
+
+import (
+	"github.com/miekg/pkcs11"
+)
+
+// GCM parameters fixed by the blob format: 96-bit IV, 128-bit tag.
+const (
+	GCMIVLen  = 12
+	GCMTagLen = 16
+)
+
+// Session is one PKCS#11 session lent to a Do callback. It must not be kept
+// after the callback returns or used from more than one goroutine.
+type Session struct {
+	t *Token
+	h pkcs11.SessionHandle
+}
+
+// withLogin runs fn on the login session, which is not in the pool and is
+// shared, so its use is serialised.
+func (t *Token) withLogin(fn func(pkcs11.SessionHandle)) {
+	t.loginMu.Lock()
+	defer t.loginMu.Unlock()
+	fn(t.login)
+}
+
+// Random fills dst from the token's random number generator.
+func (s *Session) Random(dst []byte) error {
+	r, err := s.t.ctx.GenerateRandom(s.h, len(dst))
+	if err != nil {
+		return translate("C_GenerateRandom", err, false)
+	}
+	if len(r) != len(dst) {
+		return &Error{Op: "C_GenerateRandom", Kind: ErrInternal}
+	}
+	copy(dst, r)
+	return nil
+}
+
+// EncryptGCM encrypts plaintext under key with AES-256-GCM in the token, using
+// the caller's 12-byte iv and aad. It returns ciphertext || 16-byte tag.
+func (s *Session) EncryptGCM(key KeyRef, iv, aad, plaintext []byte) ([]byte, error) {
+	if len(iv) != GCMIVLen {
+		return nil, &Error{Op: "encrypt", Kind: ErrInvalidInput}
+	}
+	h, err := s.handle(key)
+	if err != nil {
+		return nil, err
+	}
+	params := pkcs11.NewGCMParams(iv, aad, GCMTagLen*8)
+	defer params.Free()
+	c := s.t.ctx
+	if err := c.EncryptInit(s.h, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}, h); err != nil {
+		return nil, translate("C_EncryptInit", err, false)
+	}
+	out, err := c.Encrypt(s.h, plaintext)
+	if err != nil {
+		return nil, translate("C_Encrypt", err, false)
+	}
+	if len(out) != len(plaintext)+GCMTagLen {
+		return nil, &Error{Op: "C_Encrypt", Kind: ErrInternal}
+	}
+	return out, nil
+}
+
+// DecryptGCM decrypts ciphertext||tag under key with AES-256-GCM in the token.
+// A failed authentication is ErrInvalidCiphertext. The caller owns the
+// returned plaintext and must zero it when done.
+func (s *Session) DecryptGCM(key KeyRef, iv, aad, ciphertext []byte) ([]byte, error) {
+	if len(iv) != GCMIVLen || len(ciphertext) < GCMTagLen {
+		return nil, &Error{Op: "decrypt", Kind: ErrInvalidCiphertext}
+	}
+	h, err := s.handle(key)
+	if err != nil {
+		return nil, err
+	}
+	params := pkcs11.NewGCMParams(iv, aad, GCMTagLen*8)
+	defer params.Free()
+	c := s.t.ctx
+	if err := c.DecryptInit(s.h, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}, h); err != nil {
+		return nil, translate("C_DecryptInit", err, false)
+	}
+	out, err := c.Decrypt(s.h, ciphertext)
+	if err != nil {
+		return nil, translate("C_Decrypt", err, true)
+	}
+	if len(out) != len(ciphertext)-GCMTagLen {
+		clear(out)
+		return nil, &Error{Op: "C_Decrypt", Kind: ErrInternal}
+	}
+	return out, nil
+}

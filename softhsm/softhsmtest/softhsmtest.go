@@ -1,0 +1,65 @@
+// Package softhsmtest gives each test binary one SoftHSM2 token of its own in
+// a temporary directory. SoftHSM2 misbehaves when several processes create and
+// destroy objects in one token directory, so tokens are never shared between
+// processes. A test that needs SoftHSM2 and cannot find it fails; it does not
+// skip.
+package softhsmtest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+
+	"github.com/hsmkms/hsmkms/softhsm"
+)
+
+var (
+	once  sync.Once
+	token softhsm.Token
+	err   error
+	dir   string
+)
+
+// Token returns this process's token, creating it on first use, and points
+// SOFTHSM2_CONF at it. It fails tb if SoftHSM2 is missing.
+func Token(tb testing.TB) softhsm.Token {
+	tb.Helper()
+	once.Do(func() {
+		dir, err = os.MkdirTemp("", "hsmkms-softhsm-*")
+		if err != nil {
+			return
+		}
+		token, err = softhsm.Init(context.Background(), dir, "hsmkms-test")
+		if err == nil {
+			err = os.Setenv("SOFTHSM2_CONF", token.ConfigPath)
+		}
+	})
+	if err != nil {
+		tb.Fatalf("SoftHSM2 token for tests: %v\n(install SoftHSM2 with: %s)", err, softhsm.InstallHint)
+	}
+	return token
+}
+
+// PIN returns the token's user PIN, failing tb if it cannot be read.
+func PIN(tb testing.TB, t softhsm.Token) string {
+	tb.Helper()
+	pin, err := t.UserPIN()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return pin
+}
+
+// Main runs the tests and then removes the token directory, if one was made.
+// Use it from TestMain: os.Exit(softhsmtest.Main(m)).
+func Main(m *testing.M) int {
+	code := m.Run()
+	if dir != "" {
+		if err := os.RemoveAll(dir); err != nil {
+			fmt.Fprintf(os.Stderr, "softhsmtest: remove %s: %v\n", dir, err)
+		}
+	}
+	return code
+}
