@@ -1,0 +1,227 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// fileConfig is the YAML configuration file (version: v1). Flags given on the
+// command line override its values.
+type fileConfig struct {
+	Version string `yaml:"version"`
+	Region  string `yaml:"region"`
+	Listen  string `yaml:"listen"`
+	DataDir string `yaml:"data_dir"`
+	PKCS11  struct {
+		Module           string `yaml:"module"`
+		TokenLabel       string `yaml:"token_label"`
+		TokenSerial      string `yaml:"token_serial"`
+		PINFile          string `yaml:"pin_file"`
+		MaxSessions      int    `yaml:"max_sessions"`
+		SessionKeyCopies *bool  `yaml:"session_key_copies"`
+	} `yaml:"pkcs11"`
+	Principals []principalConfig `yaml:"principals"`
+}
+
+type principalConfig struct {
+	ARN        string `yaml:"arn"`
+	AccessKeys []struct {
+		ID         string `yaml:"id"`
+		SecretEnv  string `yaml:"secret_env"`
+		SecretFile string `yaml:"secret_file"`
+	} `yaml:"access_keys"`
+}
+
+// options is the resolved configuration of `hsmkms serve`.
+type options struct {
+	listen, dataDir, region         string
+	module, tokenLabel, tokenSerial string
+	pinFile                         string
+	configFile                      string
+	dev                             bool
+	maxSessions                     int
+	sessionKeyCopies                bool
+	sessionKeyCopiesSet             bool
+	logLevel                        string
+	file                            fileConfig
+}
+
+func parseServeFlags(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("hsmkms serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.listen, "listen", "", "address to listen on (default 127.0.0.1:8080)")
+	fs.StringVar(&o.dataDir, "data-dir", "", "directory for the metadata store and, with --dev, the SoftHSM2 token (default ./.hsmkms)")
+	fs.StringVar(&o.module, "pkcs11-module", "", "PKCS#11 module path (default /usr/lib/softhsm/libsofthsm2.so)")
+	fs.StringVar(&o.tokenLabel, "token-label", "", "label of the token to use")
+	fs.StringVar(&o.tokenSerial, "token-serial", "", "serial number of the token to use (instead of --token-label)")
+	fs.StringVar(&o.pinFile, "pin-file", "", "file holding the token user PIN (else $HSMKMS_PIN)")
+	fs.StringVar(&o.region, "region", "", "AWS region this endpoint answers for (default us-east-1)")
+	fs.StringVar(&o.configFile, "config", "", "YAML configuration file")
+	fs.BoolVar(&o.dev, "dev", false, "development mode: SoftHSM2 token and store under --data-dir, credentials test/test, loopback only")
+	fs.IntVar(&o.maxSessions, "max-sessions", 0, "maximum PKCS#11 sessions (default 32)")
+	fs.Func("session-key-copies", "use session-object copies of keys (default on with --dev)", func(s string) error {
+		switch s {
+		case "true", "1":
+			o.sessionKeyCopies = true
+		case "false", "0":
+			o.sessionKeyCopies = false
+		default:
+			return fmt.Errorf("want true or false")
+		}
+		o.sessionKeyCopiesSet = true
+		return nil
+	})
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	if o.configFile != "" {
+		if err := o.loadFile(); err != nil {
+			return nil, err
+		}
+	}
+	o.defaults()
+	return o, o.check()
+}
+
+func (o *options) loadFile() error {
+	b, err := os.ReadFile(o.configFile)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&o.file); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config %s: %w", o.configFile, err)
+	}
+	if o.file.Version != "v1" {
+		return fmt.Errorf("config %s: version must be v1, not %q", o.configFile, o.file.Version)
+	}
+	f := &o.file
+	setIf := func(dst *string, v string) {
+		if *dst == "" {
+			*dst = v
+		}
+	}
+	setIf(&o.region, f.Region)
+	setIf(&o.listen, f.Listen)
+	setIf(&o.dataDir, f.DataDir)
+	setIf(&o.module, f.PKCS11.Module)
+	setIf(&o.tokenLabel, f.PKCS11.TokenLabel)
+	setIf(&o.tokenSerial, f.PKCS11.TokenSerial)
+	setIf(&o.pinFile, f.PKCS11.PINFile)
+	if o.maxSessions == 0 {
+		o.maxSessions = f.PKCS11.MaxSessions
+	}
+	if !o.sessionKeyCopiesSet && f.PKCS11.SessionKeyCopies != nil {
+		o.sessionKeyCopies, o.sessionKeyCopiesSet = *f.PKCS11.SessionKeyCopies, true
+	}
+	return nil
+}
+
+func (o *options) defaults() {
+	if o.listen == "" {
+		o.listen = "127.0.0.1:8080"
+	}
+	if o.dataDir == "" {
+		o.dataDir = ".hsmkms"
+	}
+	if o.region == "" {
+		o.region = "us-east-1"
+	}
+	if o.dev && o.tokenLabel == "" && o.tokenSerial == "" {
+		o.tokenLabel = "hsmkms-dev"
+	}
+	if o.dev && !o.sessionKeyCopiesSet {
+		o.sessionKeyCopies = true
+	}
+}
+
+func (o *options) check() error {
+	if o.tokenLabel != "" && o.tokenSerial != "" {
+		return errors.New("--token-label and --token-serial are mutually exclusive")
+	}
+	if !o.dev && o.tokenLabel == "" && o.tokenSerial == "" {
+		return errors.New("name the token with --token-label or --token-serial (or use --dev)")
+	}
+	if o.dev {
+		if err := loopbackOnly(o.listen); err != nil {
+			return err
+		}
+	} else if len(o.file.Principals) == 0 {
+		return errors.New("no principals configured: give --config with principals (or use --dev)")
+	}
+	return nil
+}
+
+// loopbackOnly refuses --dev on any address other people can reach: its
+// credentials (test/test) are public.
+func loopbackOnly(listen string) error {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return fmt.Errorf("--listen %q: %w", listen, err)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("--dev serves the public credentials test/test, so it listens on loopback only; %q is not a loopback address", listen)
+	}
+	return nil
+}
+
+// readSecret reads a secret from a file (trimming one trailing newline) or
+// an environment variable. A named source that is missing or empty is an
+// error, never an empty secret.
+func readSecret(file, env string) (string, error) {
+	switch {
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("read secret: %w", err)
+		}
+		s := strings.TrimRight(string(b), "\r\n")
+		if s == "" {
+			return "", fmt.Errorf("secret file %s is empty", file)
+		}
+		return s, nil
+	case env != "":
+		s, ok := os.LookupEnv(env)
+		if !ok || s == "" {
+			return "", fmt.Errorf("environment variable %s is not set", env)
+		}
+		return s, nil
+	}
+	return "", errors.New("no secret source given")
+}
+
+// accountOf returns the account id of an IAM principal ARN
+// (arn:PARTITION:iam::ACCOUNT:…).
+func accountOf(arn string) (string, error) {
+	parts := strings.SplitN(arn, ":", 6)
+	if len(parts) != 6 || parts[0] != "arn" || parts[2] != "iam" || len(parts[4]) != 12 || parts[5] == "" {
+		return "", fmt.Errorf("%q is not an IAM principal ARN (arn:aws:iam::ACCOUNT:user/NAME)", arn)
+	}
+	for _, c := range parts[4] {
+		if c < '0' || c > '9' {
+			return "", fmt.Errorf("%q: account id must be 12 digits", arn)
+		}
+	}
+	return parts[4], nil
+}
+
+func (o *options) storePath() string { return filepath.Join(o.dataDir, "hsmkms.db") }

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hsmkms/hsmkms/hsm"
+	"github.com/hsmkms/hsmkms/service"
+	"github.com/hsmkms/hsmkms/service/api"
+	"github.com/hsmkms/hsmkms/service/store"
+	"github.com/hsmkms/hsmkms/softhsm"
+)
+
+// Dev mode identity (DESIGN.md, decision 8).
+const (
+	devAccount   = "111122223333"
+	devAccessKey = "test"
+	devSecret    = "test"
+)
+
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parseServeFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	pin, err := o.tokenPIN(ctx)
+	if err != nil {
+		return err
+	}
+	creds, err := o.credentials()
+	if err != nil {
+		return err
+	}
+
+	tok, err := hsm.Open(ctx, hsm.Config{
+		ModulePath: o.module, TokenLabel: o.tokenLabel, TokenSerial: o.tokenSerial, PIN: pin,
+		MaxSessions: o.maxSessions, SessionKeyCopies: o.sessionKeyCopies,
+	})
+	if err != nil {
+		return fmt.Errorf("open token: %w", err)
+	}
+	defer func() {
+		if err := tok.Close(); err != nil {
+			log.Error("close token", "err", err)
+		}
+	}()
+	st, err := store.Open(o.storePath())
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := st.Close(); err != nil {
+			log.Error("close store", "err", err)
+		}
+	}()
+	svc, err := service.New(service.Config{Token: tok, Store: st, Region: o.region})
+	if err != nil {
+		return err
+	}
+	if rep, err := svc.Reconcile(ctx); err != nil {
+		return fmt.Errorf("reconcile store with token: %w", err)
+	} else {
+		rep.Log(log)
+	}
+	h, err := api.New(api.Config{Service: svc, Credentials: creds, Region: o.region, Logger: log})
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	endpoint := "http://" + ln.Addr().String()
+	log.Info("hsmkms serving", "endpoint", endpoint, "region", o.region, "dev", o.dev,
+		"token", o.tokenLabel+o.tokenSerial, "store", o.storePath())
+	if o.dev {
+		fmt.Fprintf(stdout, "hsmkms (dev) listening on %s\n", endpoint)
+		fmt.Fprintf(stdout, "  AWS_ACCESS_KEY_ID=%s AWS_SECRET_ACCESS_KEY=%s AWS_REGION=%s\n", devAccessKey, devSecret, o.region)
+		fmt.Fprintf(stdout, "  aws kms create-key --endpoint-url %s\n", endpoint)
+	}
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: finishing in-flight requests")
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// tokenPIN returns the user PIN. With --dev the SoftHSM2 token under the data
+// directory is created first if needed, and its PIN file is used.
+func (o *options) tokenPIN(ctx context.Context) (string, error) {
+	if o.dev && o.module == "" {
+		dir := filepath.Join(o.dataDir, "softhsm")
+		tok, err := softhsm.Init(ctx, dir, o.tokenLabel)
+		if err != nil {
+			return "", err
+		}
+		// SoftHSM2 reads its configuration once, when the module initialises.
+		if err := os.Setenv("SOFTHSM2_CONF", tok.ConfigPath); err != nil {
+			return "", err
+		}
+		o.module = tok.ModulePath
+		if o.pinFile == "" {
+			o.pinFile = filepath.Join(tok.Dir, "user.pin")
+		}
+	}
+	if o.pinFile != "" {
+		return readSecret(o.pinFile, "")
+	}
+	pin, err := readSecret("", "HSMKMS_PIN")
+	if err != nil {
+		return "", fmt.Errorf("token PIN: give --pin-file or set HSMKMS_PIN: %w", err)
+	}
+	return pin, nil
+}
+
+// credentials builds the SigV4 credential set: the dev root (with --dev) and
+// every access key of the configured principals.
+func (o *options) credentials() (api.StaticCredentials, error) {
+	creds := api.StaticCredentials{}
+	if o.dev {
+		root := service.Caller{Account: devAccount, ARN: "arn:aws:iam::" + devAccount + ":root"}
+		if err := creds.Add(devAccessKey, []byte(devSecret), root); err != nil {
+			return nil, err
+		}
+	}
+	for _, p := range o.file.Principals {
+		account, err := accountOf(p.ARN)
+		if err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		if len(p.AccessKeys) == 0 {
+			return nil, fmt.Errorf("config: principal %s has no access keys", p.ARN)
+		}
+		for _, k := range p.AccessKeys {
+			secret, err := readSecret(k.SecretFile, k.SecretEnv)
+			if err != nil {
+				return nil, fmt.Errorf("config: access key %s of %s: %w", k.ID, p.ARN, err)
+			}
+			if err := creds.Add(k.ID, []byte(secret), service.Caller{Account: account, ARN: p.ARN}); err != nil {
+				return nil, fmt.Errorf("config: %w", err)
+			}
+		}
+	}
+	return creds, nil
+}

@@ -1,0 +1,308 @@
+package service
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/hsmkms/hsmkms/blob"
+	"github.com/hsmkms/hsmkms/hsm"
+)
+
+func checkDryRunModifiers(v *validation, mods []string) {
+	for i := range mods {
+		v.enum(&mods[i], fmt.Sprintf("dryRunModifiers.%d.member", i+1), []string{"IGNORE_CIPHERTEXT"})
+	}
+}
+
+// seal encrypts plaintext under k's current version in session sess, and
+// returns the blob and the version used.
+func seal(sess *hsm.Session, k *key, ec map[string]string, plaintext []byte) ([]byte, uint32, error) {
+	h := blob.Header{Version: blob.Version1, KeyID: k.raw, KeyVersion: k.rec.Current().Number}
+	if err := sess.Random(h.IV[:]); err != nil {
+		return nil, 0, err
+	}
+	ct, err := sess.EncryptGCM(k.ref(h.KeyVersion), h.IV[:], h.AAD(ec), plaintext)
+	if err != nil {
+		return nil, 0, err
+	}
+	b := blob.Blob{Header: h, Ciphertext: ct}
+	return b.Marshal(), h.KeyVersion, nil
+}
+
+// Encrypt encrypts up to 4096 bytes under a symmetric key, in the token.
+func (s *Service) Encrypt(ctx context.Context, caller Caller, in EncryptInput) (*EncryptOutput, error) {
+	var v validation
+	if in.Plaintext == nil {
+		v.add(nil, "plaintext", "Member must not be null")
+	}
+	v.blobLength(in.Plaintext, in.Plaintext != nil, "plaintext", 1, blob.MaxPlaintextLen)
+	v.enum(in.EncryptionAlgorithm, "encryptionAlgorithm", allEncAlgs)
+	v.grantTokens(in.GrantTokens)
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	k, err := s.resolve(ctx, caller, "keyId", in.KeyId, idARNOrAlias)
+	if err != nil {
+		return nil, err
+	}
+	if err := usable(k); err != nil {
+		return nil, err
+	}
+	if err := forEncryption(k, "Encrypt", in.EncryptionAlgorithm); err != nil {
+		return nil, err
+	}
+	if in.DryRun {
+		return nil, dryRun()
+	}
+	var out []byte
+	err = s.token.Do(ctx, func(sess *hsm.Session) error {
+		var err error
+		out, _, err = seal(sess, k, in.EncryptionContext, in.Plaintext)
+		return err
+	})
+	if err != nil {
+		return nil, fromToken(err, k.arn)
+	}
+	return &EncryptOutput{CiphertextBlob: out, KeyId: k.arn, EncryptionAlgorithm: AlgSymmetric}, nil
+}
+
+// opened is a parsed blob with the key it names, checked against the
+// request's KeyId and algorithm and the key's state.
+type opened struct {
+	b *blob.Blob
+	k *key
+}
+
+// openBlob parses a ciphertext blob and finds and checks its key. keyID, if
+// set, must name the blob's key (else IncorrectKeyException).
+func (s *Service) openBlob(ctx context.Context, caller Caller, op string, ct []byte, keyField string, keyID *string, alg *string) (*opened, error) {
+	b, perr := blob.Parse(ct)
+	var want *key
+	if keyID != nil {
+		var err error
+		if want, err = s.resolve(ctx, caller, keyField, *keyID, idARNOrAlias); err != nil {
+			return nil, err
+		}
+	}
+	if perr != nil {
+		if want != nil && want.rec.KeySpec != SpecSymmetric {
+			return nil, incorrectKey()
+		}
+		return nil, invalidCiphertext(perr)
+	}
+	id := blob.FormatKeyID(b.KeyID)
+	if want != nil && want.rec.ID != id {
+		return nil, incorrectKey()
+	}
+	k, err := s.cached(ctx, id)
+	if err != nil {
+		// A blob naming no key we know cannot be told apart from a forged one.
+		return nil, invalidCiphertext(err)
+	}
+	if k.rec.Account != caller.Account {
+		return nil, accessDenied(caller, "kms:"+op, k.arn)
+	}
+	if err := usable(k); err != nil {
+		return nil, err
+	}
+	if err := forEncryption(k, op, alg); err != nil {
+		return nil, err
+	}
+	if !k.rec.HasVersion(b.KeyVersion) {
+		return nil, invalidCiphertext(fmt.Errorf("blob names version %d of %s, which it does not have", b.KeyVersion, id))
+	}
+	return &opened{b: b, k: k}, nil
+}
+
+func (o *opened) decrypt(sess *hsm.Session, ec map[string]string) ([]byte, error) {
+	return sess.DecryptGCM(o.k.ref(o.b.KeyVersion), o.b.IV[:], o.b.AAD(ec), o.b.Ciphertext)
+}
+
+func validateDecrypt(v *validation, ct []byte, field string, alg *string, algField string, grants []string, mods []string) {
+	if ct == nil {
+		v.add(nil, field, "Member must not be null")
+	}
+	v.blobLength(ct, ct != nil, field, 1, 6144)
+	v.enum(alg, algField, allEncAlgs)
+	v.grantTokens(grants)
+	checkDryRunModifiers(v, mods)
+}
+
+// Decrypt decrypts a ciphertext blob made by Encrypt, GenerateDataKey or
+// ReEncrypt. The key comes from the blob; a KeyId, if given, must match it.
+func (s *Service) Decrypt(ctx context.Context, caller Caller, in DecryptInput) (*DecryptOutput, error) {
+	var v validation
+	validateDecrypt(&v, in.CiphertextBlob, "ciphertextBlob", in.EncryptionAlgorithm, "encryptionAlgorithm", in.GrantTokens, in.DryRunModifiers)
+	if in.KeyId != nil {
+		v.length(in.KeyId, "keyId", 1, 2048)
+	}
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	if in.Recipient != nil {
+		return nil, Errorf(ExcUnsupportedOp, "Recipient (Nitro Enclaves attestation) is not supported by this key service.")
+	}
+	o, err := s.openBlob(ctx, caller, "Decrypt", in.CiphertextBlob, "keyId", in.KeyId, in.EncryptionAlgorithm)
+	if err != nil {
+		return nil, err
+	}
+	if in.DryRun {
+		return nil, dryRun()
+	}
+	var pt []byte
+	err = s.token.Do(ctx, func(sess *hsm.Session) error {
+		var err error
+		pt, err = o.decrypt(sess, in.EncryptionContext)
+		return err
+	})
+	if err != nil {
+		return nil, fromToken(err, o.k.arn)
+	}
+	return &DecryptOutput{KeyId: o.k.arn, Plaintext: pt, EncryptionAlgorithm: AlgSymmetric,
+		KeyMaterialId: o.k.materialIDs[o.b.KeyVersion]}, nil
+}
+
+// ReEncrypt decrypts a blob under its key and encrypts the plaintext under the
+// destination key, both in the token, on one session. The plaintext exists in
+// one Go buffer between the two calls and is zeroed at once; it is never
+// returned.
+func (s *Service) ReEncrypt(ctx context.Context, caller Caller, in ReEncryptInput) (*ReEncryptOutput, error) {
+	var v validation
+	validateDecrypt(&v, in.CiphertextBlob, "ciphertextBlob", in.SourceEncryptionAlgorithm, "sourceEncryptionAlgorithm", in.GrantTokens, in.DryRunModifiers)
+	v.enum(in.DestinationEncryptionAlgorithm, "destinationEncryptionAlgorithm", allEncAlgs)
+	if in.SourceKeyId != nil {
+		v.length(in.SourceKeyId, "sourceKeyId", 1, 2048)
+	}
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	o, err := s.openBlob(ctx, caller, "ReEncrypt", in.CiphertextBlob, "sourceKeyId", in.SourceKeyId, in.SourceEncryptionAlgorithm)
+	if err != nil {
+		return nil, err
+	}
+	dst, err := s.resolve(ctx, caller, "destinationKeyId", in.DestinationKeyId, idARNOrAlias)
+	if err != nil {
+		return nil, err
+	}
+	if err := usable(dst); err != nil {
+		return nil, err
+	}
+	if err := forEncryption(dst, "ReEncrypt", in.DestinationEncryptionAlgorithm); err != nil {
+		return nil, err
+	}
+	if in.DryRun {
+		return nil, dryRun()
+	}
+	var out []byte
+	var dstVersion uint32
+	var failedKey string
+	err = s.token.Do(ctx, func(sess *hsm.Session) error {
+		failedKey = o.k.arn
+		pt, err := o.decrypt(sess, in.SourceEncryptionContext)
+		if err != nil {
+			return err
+		}
+		defer clear(pt)
+		failedKey = dst.arn
+		out, dstVersion, err = seal(sess, dst, in.DestinationEncryptionContext, pt)
+		return err
+	})
+	if err != nil {
+		return nil, fromToken(err, failedKey)
+	}
+	return &ReEncryptOutput{
+		CiphertextBlob: out, SourceKeyId: o.k.arn, KeyId: dst.arn,
+		SourceEncryptionAlgorithm: AlgSymmetric, DestinationEncryptionAlgorithm: AlgSymmetric,
+		SourceKeyMaterialId:      o.k.materialIDs[o.b.KeyVersion],
+		DestinationKeyMaterialId: dst.materialIDs[dstVersion],
+	}, nil
+}
+
+// GenerateDataKey returns a data key from the token's RNG, in plaintext and
+// encrypted under the KMS key. withPlaintext false implements
+// GenerateDataKeyWithoutPlaintext: the plaintext is zeroed and left out.
+func (s *Service) GenerateDataKey(ctx context.Context, caller Caller, in GenerateDataKeyInput, withPlaintext bool) (*GenerateDataKeyOutput, error) {
+	op := "GenerateDataKey"
+	if !withPlaintext {
+		op = "GenerateDataKeyWithoutPlaintext"
+	}
+	var v validation
+	v.intRange(in.NumberOfBytes, "numberOfBytes", 1, 1024)
+	v.enum(in.KeySpec, "keySpec", dataKeySpecs)
+	v.grantTokens(in.GrantTokens)
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	if (in.NumberOfBytes == nil) == (in.KeySpec == nil) {
+		return nil, Errorf(ExcValidation, "Please specify either number of bytes or key spec.")
+	}
+	if in.Recipient != nil {
+		return nil, Errorf(ExcUnsupportedOp, "Recipient (Nitro Enclaves attestation) is not supported by this key service.")
+	}
+	n := 32
+	switch {
+	case in.NumberOfBytes != nil:
+		n = int(*in.NumberOfBytes)
+	case *in.KeySpec == "AES_128":
+		n = 16
+	}
+	k, err := s.resolve(ctx, caller, "keyId", in.KeyId, idARNOrAlias)
+	if err != nil {
+		return nil, err
+	}
+	if err := usable(k); err != nil {
+		return nil, err
+	}
+	if err := forEncryption(k, op, nil); err != nil {
+		return nil, err
+	}
+	if in.DryRun {
+		return nil, dryRun()
+	}
+	dk := make([]byte, n)
+	var ct []byte
+	var version uint32
+	err = s.token.Do(ctx, func(sess *hsm.Session) error {
+		if err := sess.Random(dk); err != nil {
+			return err
+		}
+		var err error
+		ct, version, err = seal(sess, k, in.EncryptionContext, dk)
+		return err
+	})
+	if err != nil {
+		clear(dk)
+		return nil, fromToken(err, k.arn)
+	}
+	out := &GenerateDataKeyOutput{CiphertextBlob: ct, KeyId: k.arn, KeyMaterialId: k.materialIDs[version]}
+	if withPlaintext {
+		out.Plaintext = dk
+	} else {
+		clear(dk)
+	}
+	return out, nil
+}
+
+// GenerateRandom returns random bytes from the token's RNG.
+func (s *Service) GenerateRandom(ctx context.Context, caller Caller, in GenerateRandomInput) (*GenerateRandomOutput, error) {
+	if in.NumberOfBytes == nil {
+		return nil, Errorf(ExcValidation, "NumberOfBytes is required.")
+	}
+	var v validation
+	v.intRange(in.NumberOfBytes, "numberOfBytes", 1, 1024)
+	v.length(in.CustomKeyStoreId, "customKeyStoreId", 1, 64)
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	if in.CustomKeyStoreId != nil {
+		return nil, Errorf(ExcCustomKeyStoreNF, "Custom key store '%s' does not exist.", *in.CustomKeyStoreId)
+	}
+	if in.Recipient != nil {
+		return nil, Errorf(ExcUnsupportedOp, "Recipient (Nitro Enclaves attestation) is not supported by this key service.")
+	}
+	b, err := s.token.Random(ctx, int(*in.NumberOfBytes))
+	if err != nil {
+		return nil, fromToken(err, "")
+	}
+	return &GenerateRandomOutput{Plaintext: b}, nil
+}

@@ -1,0 +1,13 @@
+// Package service implements AWS KMS semantics on top of a PKCS#11 token:
+// keys and key states, the cryptographic operations (Encrypt, Decrypt,
+// ReEncrypt, GenerateDataKey, …) and the typed KMS errors they return.
+//
+// It is independent of HTTP: service/api decodes requests into the Input
+// types here (whose JSON field names are AWS's) and encodes the Output types.
+// It imports hsm, blob and service/store, never echo or service/api.
+//
+// Plaintext handled here (Encrypt input, Decrypt output, data keys, the
+// plaintext between the two halves of ReEncrypt) is never logged, never put
+// in an error, and is zeroed as soon as it is no longer needed; outputs that
+// carry plaintext have a Zero method the caller runs after writing them.
+package service

@@ -1,0 +1,253 @@
+package service
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/google/uuid"
+
+	"github.com/hsmkms/hsmkms/blob"
+	"github.com/hsmkms/hsmkms/service/store"
+)
+
+// defaultPolicy is the key policy AWS gives a key created without one: the
+// account's root may do everything, which delegates to identity policies.
+func defaultPolicy(partition, account string) string {
+	return `{"Version":"2012-10-17","Id":"key-default-1","Statement":[{"Sid":"Enable IAM User Permissions","Effect":"Allow","Principal":{"AWS":"arn:` +
+		partition + `:iam::` + account + `:root"},"Action":"kms:*","Resource":"*"}]}`
+}
+
+func validateTags(v *validation, tags []Tag) error {
+	if len(tags) > 50 {
+		return Errorf(ExcTag, "Too many tags")
+	}
+	seen := make(map[string]bool, len(tags))
+	for i := range tags {
+		v.length(&tags[i].TagKey, fmt.Sprintf("tags.%d.member.tagKey", i+1), 1, 128)
+		v.length(&tags[i].TagValue, fmt.Sprintf("tags.%d.member.tagValue", i+1), 0, 256)
+	}
+	if err := v.err(); err != nil {
+		return err
+	}
+	for _, t := range tags {
+		if strings.HasPrefix(strings.ToLower(t.TagKey), "aws:") {
+			return Errorf(ExcTag, "Tags beginning with aws: are reserved")
+		}
+		if seen[t.TagKey] {
+			return Errorf(ExcTag, "Duplicate tag keys")
+		}
+		seen[t.TagKey] = true
+	}
+	return nil
+}
+
+// CreateKey creates a symmetric encryption key: its material is generated in
+// the token (version 1), then its record is stored.
+func (s *Service) CreateKey(ctx context.Context, caller Caller, in CreateKeyInput) (*CreateKeyOutput, error) {
+	var v validation
+	v.length(in.Description, "description", 0, 8192)
+	v.length(in.Policy, "policy", 1, 131072)
+	v.enum(in.KeyUsage, "keyUsage", allKeyUsages)
+	v.enum(in.KeySpec, "keySpec", allKeySpecs)
+	v.enum(in.CustomerMasterKeySpec, "customerMasterKeySpec", allKeySpecs[:12])
+	v.enum(in.Origin, "origin", allOrigins)
+	v.length(in.CustomKeyStoreId, "customKeyStoreId", 1, 64)
+	v.length(in.XksKeyId, "xksKeyId", 1, 128)
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	if err := validateTags(&v, in.Tags); err != nil {
+		return nil, err
+	}
+	if in.KeySpec != nil && in.CustomerMasterKeySpec != nil {
+		return nil, Errorf(ExcValidation, "You cannot specify KeySpec and CustomerMasterKeySpec in the same request. CustomerMasterKeySpec is deprecated.")
+	}
+	spec := SpecSymmetric
+	if in.KeySpec != nil {
+		spec = *in.KeySpec
+	} else if in.CustomerMasterKeySpec != nil {
+		spec = *in.CustomerMasterKeySpec
+	}
+	usage := UsageEncryptDecrypt
+	if in.KeyUsage != nil {
+		usage = *in.KeyUsage
+	}
+	switch {
+	case in.CustomKeyStoreId != nil:
+		return nil, Errorf(ExcCustomKeyStoreNF, "Custom key store '%s' does not exist.", *in.CustomKeyStoreId)
+	case in.XksKeyId != nil:
+		return nil, Errorf(ExcValidation, "XksKeyId is only valid for keys in an external key store.")
+	case in.Origin != nil && *in.Origin != OriginAWSKMS:
+		return nil, Errorf(ExcUnsupportedOp, "Origin %s is not supported by this key service.", *in.Origin)
+	case in.MultiRegion:
+		return nil, Errorf(ExcUnsupportedOp, "Multi-Region keys are not supported by this key service.")
+	case spec != SpecSymmetric:
+		return nil, Errorf(ExcUnsupportedOp, "KeySpec %s is not supported by this key service yet.", spec)
+	case usage != UsageEncryptDecrypt:
+		return nil, Errorf(ExcValidation, "KeyUsage %s is not compatible with KeySpec %s.", usage, spec)
+	}
+	policy := defaultPolicy(s.partition, caller.Account)
+	if in.Policy != nil {
+		if !json.Valid([]byte(*in.Policy)) {
+			return nil, Errorf(ExcMalformedPolicy, "The key policy is not a valid JSON document.")
+		}
+		policy = *in.Policy
+	}
+
+	id := uuid.New()
+	now := s.now().UTC().Truncate(1e6)
+	rec := store.Key{
+		ID: id.String(), Account: caller.Account, Region: s.region, CreatedAt: now,
+		State: StateEnabled, KeySpec: spec, KeyUsage: usage, Origin: OriginAWSKMS, Policy: policy,
+		Versions: []store.Version{{Number: 1, CreatedAt: now}},
+	}
+	if in.Description != nil {
+		rec.Description = *in.Description
+	}
+	for _, t := range in.Tags {
+		rec.Tags = append(rec.Tags, store.Tag{Key: t.TagKey, Value: t.TagValue})
+	}
+	k, err := s.newKey(rec)
+	if err != nil {
+		return nil, internal(err)
+	}
+	// Material first, then the record: a crash in between leaves an orphan
+	// object (found and reported at start), never a record without material.
+	if err := s.token.GenerateAESKey(ctx, k.ref(1)); err != nil {
+		return nil, fromToken(err, "")
+	}
+	if err := s.store.CreateKey(ctx, rec); err != nil {
+		if derr := s.token.DestroyKey(context.WithoutCancel(ctx), k.ref(1)); derr != nil {
+			err = errors.Join(err, fmt.Errorf("destroy orphaned material: %w", derr))
+		}
+		return nil, internal(err)
+	}
+	s.keys.Store(rec.ID, k)
+	return &CreateKeyOutput{KeyMetadata: s.metadata(k)}, nil
+}
+
+func (s *Service) metadata(k *key) KeyMetadata {
+	r := &k.rec
+	return KeyMetadata{
+		AWSAccountId:          r.Account,
+		Arn:                   k.arn,
+		CreationDate:          Time{r.CreatedAt},
+		CurrentKeyMaterialId:  k.materialIDs[r.Current().Number],
+		CustomerMasterKeySpec: r.KeySpec,
+		Description:           r.Description,
+		Enabled:               r.State == StateEnabled,
+		EncryptionAlgorithms:  []string{AlgSymmetric},
+		KeyId:                 r.ID,
+		KeyManager:            "CUSTOMER",
+		KeySpec:               r.KeySpec,
+		KeyState:              r.State,
+		KeyUsage:              r.KeyUsage,
+		MultiRegion:           false,
+		Origin:                r.Origin,
+	}
+}
+
+// DescribeKey returns a key's metadata. It works in every key state.
+func (s *Service) DescribeKey(ctx context.Context, caller Caller, in DescribeKeyInput) (*DescribeKeyOutput, error) {
+	var v validation
+	v.grantTokens(in.GrantTokens)
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	k, err := s.resolve(ctx, caller, "keyId", in.KeyId, idARNOrAlias)
+	if err != nil {
+		return nil, err
+	}
+	return &DescribeKeyOutput{KeyMetadata: s.metadata(k)}, nil
+}
+
+// markers are opaque to clients: base64url of the last key id listed.
+func encodeMarker(lastID string) string { return base64.RawURLEncoding.EncodeToString([]byte(lastID)) }
+
+func decodeMarker(m string) (string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(m)
+	if err == nil {
+		if _, perr := blob.ParseKeyID(string(b)); perr == nil {
+			return string(b), nil
+		}
+	}
+	return "", Errorf(ExcInvalidMarker, "Invalid marker")
+}
+
+// ListKeys lists the caller's account's keys in key id order.
+func (s *Service) ListKeys(ctx context.Context, caller Caller, in ListKeysInput) (*ListKeysOutput, error) {
+	var v validation
+	v.intRange(in.Limit, "limit", 1, 1000)
+	v.length(in.Marker, "marker", 1, 1024)
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	limit := 100
+	if in.Limit != nil {
+		limit = int(*in.Limit)
+	}
+	after := ""
+	if in.Marker != nil {
+		var err error
+		if after, err = decodeMarker(*in.Marker); err != nil {
+			return nil, err
+		}
+	}
+	recs, more, err := s.store.ListKeys(ctx, caller.Account, after, limit)
+	if err != nil {
+		return nil, internal(err)
+	}
+	out := &ListKeysOutput{Keys: make([]KeyListEntry, 0, len(recs)), Truncated: more}
+	for _, r := range recs {
+		out.Keys = append(out.Keys, KeyListEntry{KeyId: r.ID, KeyArn: s.keyARN(r.Account, r.ID)})
+	}
+	if more {
+		out.NextMarker = encodeMarker(recs[len(recs)-1].ID)
+	}
+	return out, nil
+}
+
+// setEnabled implements EnableKey and DisableKey.
+func (s *Service) setEnabled(ctx context.Context, caller Caller, keyID string, enable bool) error {
+	k, err := s.resolve(ctx, caller, "keyId", keyID, idOrARN)
+	if err != nil {
+		return err
+	}
+	rec, err := s.store.UpdateKey(ctx, k.rec.ID, func(r *store.Key) error {
+		switch r.State {
+		case StateEnabled, StateDisabled, StateUnavailable:
+		case StatePendingDeletion:
+			return Errorf(ExcInvalidState, "%s is pending deletion.", k.arn)
+		case StatePendingImport:
+			return Errorf(ExcInvalidState, "%s is pending import.", k.arn)
+		default:
+			return Errorf(ExcInvalidState, "%s is %s.", k.arn, strings.ToLower(r.State))
+		}
+		if enable {
+			r.State = StateEnabled
+		} else {
+			r.State = StateDisabled
+		}
+		return nil
+	})
+	if err != nil {
+		return AsError(err)
+	}
+	_, err = s.remember(rec)
+	return err
+}
+
+// EnableKey sets a key's state to Enabled.
+func (s *Service) EnableKey(ctx context.Context, caller Caller, in KeyIdInput) error {
+	return s.setEnabled(ctx, caller, in.KeyId, true)
+}
+
+// DisableKey sets a key's state to Disabled; cryptographic operations with it
+// then fail with DisabledException.
+func (s *Service) DisableKey(ctx context.Context, caller Caller, in KeyIdInput) error {
+	return s.setEnabled(ctx, caller, in.KeyId, false)
+}

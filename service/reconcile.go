@@ -1,0 +1,71 @@
+package service
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/hsmkms/hsmkms/blob"
+	"github.com/hsmkms/hsmkms/hsm"
+)
+
+// ReconcileReport compares the store with the token (DESIGN.md, decision 5).
+// Nothing is deleted: orphans are reported for an operator to look at.
+type ReconcileReport struct {
+	Keys int
+	// Missing lists key versions whose record exists but whose token object
+	// does not: ciphertexts under them cannot be decrypted.
+	Missing []string
+	// Orphans lists token objects that carry a hsmkms key reference but that
+	// no record names (for example after a crash during CreateKey).
+	Orphans []string
+}
+
+// Reconcile lists the token's key objects and the store's records and
+// reports the differences.
+func (s *Service) Reconcile(ctx context.Context) (*ReconcileReport, error) {
+	objs, err := s.token.Objects(ctx)
+	if err != nil {
+		return nil, err
+	}
+	recs, err := s.store.AllKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	inToken := make(map[hsm.KeyRef]bool, len(objs))
+	for _, o := range objs {
+		inToken[o.Ref] = true
+	}
+	rep := &ReconcileReport{Keys: len(recs)}
+	named := make(map[hsm.KeyRef]bool)
+	for _, r := range recs {
+		raw, err := blob.ParseKeyID(r.ID)
+		if err != nil {
+			rep.Missing = append(rep.Missing, r.ID+" (malformed id)")
+			continue
+		}
+		for _, v := range r.Versions {
+			ref := hsm.KeyRef{KeyID: raw, Version: v.Number}
+			named[ref] = true
+			if !inToken[ref] {
+				rep.Missing = append(rep.Missing, ref.Label())
+			}
+		}
+	}
+	for _, o := range objs {
+		if !named[o.Ref] {
+			rep.Orphans = append(rep.Orphans, o.Label)
+		}
+	}
+	return rep, nil
+}
+
+// Log writes the report: one line, plus one per problem.
+func (r *ReconcileReport) Log(log *slog.Logger) {
+	log.Info("store and token reconciled", "keys", r.Keys, "missing", len(r.Missing), "orphans", len(r.Orphans))
+	for _, m := range r.Missing {
+		log.Error("key material missing from the token", "object", m)
+	}
+	for _, o := range r.Orphans {
+		log.Warn("token object not named by any key record (left in place)", "object", o)
+	}
+}

@@ -1,0 +1,277 @@
+package service
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hsmkms/hsmkms/blob"
+	"github.com/hsmkms/hsmkms/hsm"
+	"github.com/hsmkms/hsmkms/service/store"
+)
+
+// Key usages, specs, states and algorithms used by this package.
+const (
+	UsageEncryptDecrypt = "ENCRYPT_DECRYPT"
+	SpecSymmetric       = "SYMMETRIC_DEFAULT"
+	AlgSymmetric        = "SYMMETRIC_DEFAULT"
+	OriginAWSKMS        = "AWS_KMS"
+
+	StateEnabled         = "Enabled"
+	StateDisabled        = "Disabled"
+	StatePendingDeletion = "PendingDeletion"
+	StatePendingImport   = "PendingImport"
+	StateUnavailable     = "Unavailable"
+	StateCreating        = "Creating"
+)
+
+// Enumerations from the AWS model, for validation messages.
+var (
+	allKeySpecs = []string{"RSA_2048", "RSA_3072", "RSA_4096", "ECC_NIST_P256", "ECC_NIST_P384",
+		"ECC_NIST_P521", "ECC_SECG_P256K1", "SYMMETRIC_DEFAULT", "HMAC_224", "HMAC_256", "HMAC_384",
+		"HMAC_512", "SM2", "ML_DSA_44", "ML_DSA_65", "ML_DSA_87", "ECC_NIST_EDWARDS25519"}
+	allKeyUsages = []string{"SIGN_VERIFY", "ENCRYPT_DECRYPT", "GENERATE_VERIFY_MAC", "KEY_AGREEMENT"}
+	allOrigins   = []string{"AWS_KMS", "EXTERNAL", "AWS_CLOUDHSM", "EXTERNAL_KEY_STORE"}
+	allEncAlgs   = []string{"SYMMETRIC_DEFAULT", "RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256", "SM2PKE"}
+	dataKeySpecs = []string{"AES_256", "AES_128"}
+)
+
+// Caller is the authenticated principal a request runs as.
+type Caller struct {
+	Account     string // 12-digit account id
+	ARN         string // principal ARN, e.g. arn:aws:iam::111122223333:root
+	AccessKeyID string
+}
+
+// Config is what New needs, as Go values; cmd/hsmkms builds it from flags,
+// environment and files.
+type Config struct {
+	Token  *hsm.Token
+	Store  store.Store
+	Region string
+	// Partition is the ARN partition (default "aws").
+	Partition string
+	// Now is the clock (default time.Now); tests inject their own.
+	Now func() time.Time
+}
+
+// Service runs KMS operations. It is safe for concurrent use.
+type Service struct {
+	token     *hsm.Token
+	store     store.Store
+	region    string
+	partition string
+	now       func() time.Time
+
+	// keys caches per-key values derived from store records (ARN, raw id,
+	// material ids) so the hot path neither reads the disk nor formats
+	// strings. Every write through this package refreshes the entry.
+	keys sync.Map // key id -> *key
+}
+
+// New returns a Service over a logged-in token and an open store.
+func New(cfg Config) (*Service, error) {
+	if cfg.Token == nil || cfg.Store == nil {
+		return nil, errors.New("service: token and store are required")
+	}
+	if cfg.Region == "" {
+		return nil, errors.New("service: region is required")
+	}
+	if cfg.Partition == "" {
+		cfg.Partition = "aws"
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Service{token: cfg.Token, store: cfg.Store, region: cfg.Region, partition: cfg.Partition, now: cfg.Now}, nil
+}
+
+// Region returns the region the service answers for.
+func (s *Service) Region() string { return s.region }
+
+// Ready reports whether the token answers (for /readyz).
+func (s *Service) Ready(ctx context.Context) error { return s.token.Ping(ctx) }
+
+// key is a store record with the values the request path derives from it.
+type key struct {
+	rec         store.Key
+	raw         [16]byte
+	arn         string
+	materialIDs map[uint32]string
+}
+
+func (s *Service) keyARN(account, id string) string {
+	return "arn:" + s.partition + ":kms:" + s.region + ":" + account + ":key/" + id
+}
+
+func (s *Service) newKey(rec store.Key) (*key, error) {
+	raw, err := blob.ParseKeyID(rec.ID)
+	if err != nil {
+		return nil, fmt.Errorf("key record with malformed id %q: %w", rec.ID, err)
+	}
+	k := &key{rec: rec, raw: raw, arn: s.keyARN(rec.Account, rec.ID), materialIDs: make(map[uint32]string, len(rec.Versions))}
+	for _, v := range rec.Versions {
+		k.materialIDs[v.Number] = materialID(raw, v.Number)
+	}
+	return k, nil
+}
+
+// materialID is the KeyMaterialId AWS reports (64 hex digits): here a hash of
+// the key id and version, stable and revealing nothing about the material.
+func materialID(raw [16]byte, version uint32) string {
+	h := sha256.New()
+	h.Write([]byte("hsmkms key material id\x00"))
+	h.Write(raw[:])
+	binary.Write(h, binary.BigEndian, version)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func (k *key) ref(version uint32) hsm.KeyRef { return hsm.KeyRef{KeyID: k.raw, Version: version} }
+
+// cached returns the key with that id, from memory.
+func (s *Service) cached(ctx context.Context, id string) (*key, error) {
+	if v, ok := s.keys.Load(id); ok {
+		return v.(*key), nil
+	}
+	rec, err := s.store.GetKey(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	k, err := s.newKey(rec)
+	if err != nil {
+		return nil, internal(err)
+	}
+	s.keys.Store(id, k)
+	return k, nil
+}
+
+// remember refreshes the cache after a write.
+func (s *Service) remember(rec store.Key) (*key, error) {
+	k, err := s.newKey(rec)
+	if err != nil {
+		return nil, internal(err)
+	}
+	s.keys.Store(rec.ID, k)
+	return k, nil
+}
+
+// keyIDForms says which KeyId forms an operation accepts.
+type keyIDForms int
+
+const (
+	idOrARN      keyIDForms = iota // management operations: key id or key ARN
+	idARNOrAlias                   // cryptographic operations and DescribeKey
+)
+
+// resolve finds the key a KeyId parameter names, for caller.
+func (s *Service) resolve(ctx context.Context, caller Caller, field, keyID string, forms keyIDForms) (*key, error) {
+	if keyID == "" {
+		return nil, Errorf(ExcValidation, "1 validation error detected: Value null at '%s' failed to satisfy constraint: Member must not be null", field)
+	}
+	if len(keyID) > 2048 {
+		var v validation
+		v.add(nil, field, "Member must have length less than or equal to 2048")
+		return nil, v.err()
+	}
+	account, id := caller.Account, keyID
+	if strings.HasPrefix(keyID, "arn:") {
+		parts := strings.SplitN(keyID, ":", 6)
+		if len(parts) != 6 || parts[2] != "kms" || parts[1] == "" {
+			return nil, Errorf(ExcNotFound, "Invalid arn %s", keyID)
+		}
+		region, acct, resource := parts[3], parts[4], parts[5]
+		switch {
+		case strings.HasPrefix(resource, "alias/"):
+			return nil, s.aliasNotFound(keyID, forms)
+		case strings.HasPrefix(resource, "key/"):
+			id = strings.TrimPrefix(resource, "key/")
+		default:
+			return nil, Errorf(ExcNotFound, "Invalid arn %s", keyID)
+		}
+		if region != s.region || parts[1] != s.partition {
+			return nil, Errorf(ExcNotFound, "Key '%s' does not exist", keyID)
+		}
+		account = acct
+	} else if strings.HasPrefix(keyID, "alias/") {
+		return nil, s.aliasNotFound("arn:"+s.partition+":kms:"+s.region+":"+caller.Account+":"+keyID, forms)
+	}
+	if _, err := blob.ParseKeyID(id); err != nil {
+		if isMRKID(id) {
+			return nil, Errorf(ExcNotFound, "Key '%s' does not exist", s.keyARN(account, id))
+		}
+		return nil, Errorf(ExcNotFound, "Invalid keyId '%s'", keyID)
+	}
+	k, err := s.cached(ctx, id)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && k.rec.Account != account) {
+		return nil, Errorf(ExcNotFound, "Key '%s' does not exist", s.keyARN(account, id))
+	}
+	if err != nil {
+		return nil, AsError(err)
+	}
+	if k.rec.Account != caller.Account {
+		return nil, accessDenied(caller, "", k.arn)
+	}
+	return k, nil
+}
+
+// aliasNotFound: aliases are not implemented yet, so every alias is unknown.
+// Management operations that take only key ids or ARNs refuse aliases the
+// same way AWS does (the alias "key" does not exist).
+func (s *Service) aliasNotFound(aliasARN string, forms keyIDForms) error {
+	return Errorf(ExcNotFound, "Alias %s is not found.", aliasARN)
+}
+
+func isMRKID(id string) bool {
+	if !strings.HasPrefix(id, "mrk-") || len(id) != 36 {
+		return false
+	}
+	for _, c := range id[4:] {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func accessDenied(caller Caller, action, resource string) *Error {
+	if action == "" {
+		return Errorf(ExcAccessDenied, "User: %s is not authorized to access %s", caller.ARN, resource)
+	}
+	return Errorf(ExcAccessDenied, "User: %s is not authorized to perform: %s on resource: %s", caller.ARN, action, resource)
+}
+
+// usable checks the key-state rules of the cryptographic operations.
+func usable(k *key) error {
+	switch k.rec.State {
+	case StateEnabled:
+		return nil
+	case StateDisabled:
+		return Errorf(ExcDisabled, "%s is disabled.", k.arn)
+	case StatePendingDeletion:
+		return Errorf(ExcInvalidState, "%s is pending deletion.", k.arn)
+	case StatePendingImport:
+		return Errorf(ExcInvalidState, "%s is pending import.", k.arn)
+	case StateUnavailable:
+		return Errorf(ExcInvalidState, "%s is unavailable.", k.arn)
+	case StateCreating:
+		return Errorf(ExcInvalidState, "%s is creating.", k.arn)
+	}
+	return internal(fmt.Errorf("key %s in unknown state %q", k.rec.ID, k.rec.State))
+}
+
+// forEncryption checks that k can run op (Encrypt, Decrypt, …) with alg.
+func forEncryption(k *key, op string, alg *string) error {
+	if k.rec.KeyUsage != UsageEncryptDecrypt {
+		return Errorf(ExcInvalidKeyUsage, "%s key usage is %s which is not valid for %s.", k.arn, k.rec.KeyUsage, op)
+	}
+	if alg != nil && *alg != AlgSymmetric {
+		return Errorf(ExcInvalidKeyUsage, "Algorithm %s is incompatible with key spec %s.", *alg, k.rec.KeySpec)
+	}
+	return nil
+}

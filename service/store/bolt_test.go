@@ -1,0 +1,128 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func newKey(id, account string) Key {
+	return Key{ID: id, Account: account, State: "Enabled", KeySpec: "SYMMETRIC_DEFAULT",
+		KeyUsage: "ENCRYPT_DECRYPT", Origin: "AWS_KMS", CreatedAt: time.Unix(1700000000, 0).UTC(),
+		Versions: []Version{{Number: 1, CreatedAt: time.Unix(1700000000, 0).UTC()}},
+		Tags:     []Tag{{Key: "team", Value: "a"}}}
+}
+
+func TestBoltPersistsAndReloads(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "meta.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := newKey("00000000-0000-4000-8000-000000000001", "111122223333")
+	if err := s.CreateKey(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateKey(ctx, k); !errors.Is(err, ErrExists) {
+		t.Fatalf("duplicate CreateKey: %v, want ErrExists", err)
+	}
+	if _, err := s.UpdateKey(ctx, k.ID, func(k *Key) error { k.State = "Disabled"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("boom")
+	if _, err := s.UpdateKey(ctx, k.ID, func(k *Key) error { k.State = "Gone"; return boom }); !errors.Is(err, boom) {
+		t.Fatalf("failing update: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s, err = Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got, err := s.GetKey(ctx, k.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != "Disabled" || got.Tags[0] != (Tag{"team", "a"}) || got.Current().Number != 1 || !got.CreatedAt.Equal(k.CreatedAt) {
+		t.Fatalf("reloaded record %+v", got)
+	}
+	if _, err := s.GetKey(ctx, "00000000-0000-4000-8000-000000000009"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("missing key: %v", err)
+	}
+	if _, err := s.UpdateKey(ctx, "nope", func(*Key) error { return nil }); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("update missing key: %v", err)
+	}
+}
+
+func TestBoltUpdateGetsACopy(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, err := Open(filepath.Join(t.TempDir(), "meta.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	k := newKey("00000000-0000-4000-8000-000000000001", "1")
+	s.CreateKey(ctx, k)
+	before, _ := s.GetKey(ctx, k.ID)
+	s.UpdateKey(ctx, k.ID, func(k *Key) error {
+		k.Tags[0].Value = "changed"
+		k.Versions = append(k.Versions, Version{Number: 2})
+		return errors.New("abandon")
+	})
+	after, _ := s.GetKey(ctx, k.ID)
+	if before.Tags[0].Value != "a" || after.Tags[0].Value != "a" || len(after.Versions) != 1 {
+		t.Fatalf("abandoned update leaked into the record: %+v", after)
+	}
+}
+
+func TestBoltListKeysPaginates(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, err := Open(filepath.Join(t.TempDir(), "meta.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := 0; i < 7; i++ {
+		s.CreateKey(ctx, newKey(fmt.Sprintf("00000000-0000-4000-8000-%012d", i), "A"))
+		s.CreateKey(ctx, newKey(fmt.Sprintf("10000000-0000-4000-8000-%012d", i), "B"))
+	}
+	var seen []string
+	after := ""
+	for pages := 0; ; pages++ {
+		if pages > 10 {
+			t.Fatal("pagination does not end")
+		}
+		keys, more, err := s.ListKeys(ctx, "A", after, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range keys {
+			if k.Account != "A" {
+				t.Fatalf("key of account %s listed for A", k.Account)
+			}
+			seen = append(seen, k.ID)
+		}
+		if !more {
+			break
+		}
+		after = keys[len(keys)-1].ID
+	}
+	if len(seen) != 7 {
+		t.Fatalf("listed %d keys, want 7: %v", len(seen), seen)
+	}
+	for i := 1; i < len(seen); i++ {
+		if seen[i-1] >= seen[i] {
+			t.Fatalf("not in id order: %v", seen)
+		}
+	}
+}

@@ -1,0 +1,212 @@
+package service
+
+import (
+	"strconv"
+	"time"
+)
+
+// Time is a timestamp on the wire: seconds since the epoch as a JSON number,
+// with a fraction where there is one, as AWS sends it.
+type Time struct{ time.Time }
+
+// MarshalJSON encodes t as epoch seconds with millisecond precision.
+func (t Time) MarshalJSON() ([]byte, error) {
+	ms := t.UnixMilli()
+	return strconv.AppendFloat(nil, float64(ms)/1000, 'f', -1, 64), nil
+}
+
+// UnmarshalJSON accepts any JSON number of epoch seconds.
+func (t *Time) UnmarshalJSON(b []byte) error {
+	f, err := strconv.ParseFloat(string(b), 64)
+	if err != nil {
+		return err
+	}
+	t.Time = time.UnixMilli(int64(f * 1000)).UTC()
+	return nil
+}
+
+// Tag is a resource tag as the API spells it.
+type Tag struct {
+	TagKey   string `json:"TagKey"`
+	TagValue string `json:"TagValue"`
+}
+
+// KeyMetadata is DescribeKey's (and CreateKey's) description of a key.
+type KeyMetadata struct {
+	AWSAccountId          string   `json:"AWSAccountId"`
+	Arn                   string   `json:"Arn"`
+	CreationDate          Time     `json:"CreationDate"`
+	CurrentKeyMaterialId  string   `json:"CurrentKeyMaterialId,omitempty"`
+	CustomerMasterKeySpec string   `json:"CustomerMasterKeySpec"`
+	DeletionDate          *Time    `json:"DeletionDate,omitempty"`
+	Description           string   `json:"Description"`
+	Enabled               bool     `json:"Enabled"`
+	EncryptionAlgorithms  []string `json:"EncryptionAlgorithms,omitempty"`
+	KeyId                 string   `json:"KeyId"`
+	KeyManager            string   `json:"KeyManager"`
+	KeySpec               string   `json:"KeySpec"`
+	KeyState              string   `json:"KeyState"`
+	KeyUsage              string   `json:"KeyUsage"`
+	MultiRegion           bool     `json:"MultiRegion"`
+	Origin                string   `json:"Origin"`
+}
+
+// CreateKeyInput is the CreateKey request.
+type CreateKeyInput struct {
+	Policy                         *string `json:"Policy"`
+	Description                    *string `json:"Description"`
+	KeyUsage                       *string `json:"KeyUsage"`
+	CustomerMasterKeySpec          *string `json:"CustomerMasterKeySpec"`
+	KeySpec                        *string `json:"KeySpec"`
+	Origin                         *string `json:"Origin"`
+	CustomKeyStoreId               *string `json:"CustomKeyStoreId"`
+	BypassPolicyLockoutSafetyCheck bool    `json:"BypassPolicyLockoutSafetyCheck"`
+	Tags                           []Tag   `json:"Tags"`
+	MultiRegion                    bool    `json:"MultiRegion"`
+	XksKeyId                       *string `json:"XksKeyId"`
+}
+
+// CreateKeyOutput is the CreateKey response.
+type CreateKeyOutput struct {
+	KeyMetadata KeyMetadata `json:"KeyMetadata"`
+}
+
+// DescribeKeyInput is the DescribeKey request.
+type DescribeKeyInput struct {
+	KeyId       string   `json:"KeyId"`
+	GrantTokens []string `json:"GrantTokens"`
+}
+
+// DescribeKeyOutput is the DescribeKey response.
+type DescribeKeyOutput struct {
+	KeyMetadata KeyMetadata `json:"KeyMetadata"`
+}
+
+// ListKeysInput is the ListKeys request.
+type ListKeysInput struct {
+	Limit  *int32  `json:"Limit"`
+	Marker *string `json:"Marker"`
+}
+
+// KeyListEntry is one key in ListKeys.
+type KeyListEntry struct {
+	KeyArn string `json:"KeyArn"`
+	KeyId  string `json:"KeyId"`
+}
+
+// ListKeysOutput is the ListKeys response.
+type ListKeysOutput struct {
+	Keys       []KeyListEntry `json:"Keys"`
+	NextMarker string         `json:"NextMarker,omitempty"`
+	Truncated  bool           `json:"Truncated"`
+}
+
+// KeyIdInput is the request of EnableKey and DisableKey.
+type KeyIdInput struct {
+	KeyId string `json:"KeyId"`
+}
+
+// EncryptInput is the Encrypt request.
+type EncryptInput struct {
+	KeyId               string            `json:"KeyId"`
+	Plaintext           []byte            `json:"Plaintext"`
+	EncryptionContext   map[string]string `json:"EncryptionContext"`
+	GrantTokens         []string          `json:"GrantTokens"`
+	EncryptionAlgorithm *string           `json:"EncryptionAlgorithm"`
+	DryRun              bool              `json:"DryRun"`
+}
+
+// EncryptOutput is the Encrypt response.
+type EncryptOutput struct {
+	CiphertextBlob      []byte `json:"CiphertextBlob"`
+	KeyId               string `json:"KeyId"`
+	EncryptionAlgorithm string `json:"EncryptionAlgorithm"`
+}
+
+// DecryptInput is the Decrypt request.
+type DecryptInput struct {
+	CiphertextBlob      []byte            `json:"CiphertextBlob"`
+	EncryptionContext   map[string]string `json:"EncryptionContext"`
+	GrantTokens         []string          `json:"GrantTokens"`
+	KeyId               *string           `json:"KeyId"`
+	EncryptionAlgorithm *string           `json:"EncryptionAlgorithm"`
+	Recipient           any               `json:"Recipient"`
+	DryRun              bool              `json:"DryRun"`
+	DryRunModifiers     []string          `json:"DryRunModifiers"`
+}
+
+// DecryptOutput is the Decrypt response. It carries plaintext: call Zero
+// once it has been written.
+type DecryptOutput struct {
+	KeyId               string `json:"KeyId"`
+	Plaintext           []byte `json:"Plaintext"`
+	EncryptionAlgorithm string `json:"EncryptionAlgorithm"`
+	KeyMaterialId       string `json:"KeyMaterialId,omitempty"`
+}
+
+// Zero overwrites the plaintext.
+func (o *DecryptOutput) Zero() { clear(o.Plaintext) }
+
+// ReEncryptInput is the ReEncrypt request.
+type ReEncryptInput struct {
+	CiphertextBlob                 []byte            `json:"CiphertextBlob"`
+	SourceEncryptionContext        map[string]string `json:"SourceEncryptionContext"`
+	SourceKeyId                    *string           `json:"SourceKeyId"`
+	DestinationKeyId               string            `json:"DestinationKeyId"`
+	DestinationEncryptionContext   map[string]string `json:"DestinationEncryptionContext"`
+	SourceEncryptionAlgorithm      *string           `json:"SourceEncryptionAlgorithm"`
+	DestinationEncryptionAlgorithm *string           `json:"DestinationEncryptionAlgorithm"`
+	GrantTokens                    []string          `json:"GrantTokens"`
+	DryRun                         bool              `json:"DryRun"`
+	DryRunModifiers                []string          `json:"DryRunModifiers"`
+}
+
+// ReEncryptOutput is the ReEncrypt response.
+type ReEncryptOutput struct {
+	CiphertextBlob                 []byte `json:"CiphertextBlob"`
+	SourceKeyId                    string `json:"SourceKeyId"`
+	KeyId                          string `json:"KeyId"`
+	SourceEncryptionAlgorithm      string `json:"SourceEncryptionAlgorithm"`
+	DestinationEncryptionAlgorithm string `json:"DestinationEncryptionAlgorithm"`
+	SourceKeyMaterialId            string `json:"SourceKeyMaterialId,omitempty"`
+	DestinationKeyMaterialId       string `json:"DestinationKeyMaterialId,omitempty"`
+}
+
+// GenerateDataKeyInput is the request of GenerateDataKey and
+// GenerateDataKeyWithoutPlaintext.
+type GenerateDataKeyInput struct {
+	KeyId             string            `json:"KeyId"`
+	EncryptionContext map[string]string `json:"EncryptionContext"`
+	NumberOfBytes     *int32            `json:"NumberOfBytes"`
+	KeySpec           *string           `json:"KeySpec"`
+	GrantTokens       []string          `json:"GrantTokens"`
+	Recipient         any               `json:"Recipient"`
+	DryRun            bool              `json:"DryRun"`
+}
+
+// GenerateDataKeyOutput is the response of GenerateDataKey (with Plaintext)
+// and GenerateDataKeyWithoutPlaintext (without). Call Zero once written.
+type GenerateDataKeyOutput struct {
+	CiphertextBlob []byte `json:"CiphertextBlob"`
+	Plaintext      []byte `json:"Plaintext,omitempty"`
+	KeyId          string `json:"KeyId"`
+	KeyMaterialId  string `json:"KeyMaterialId,omitempty"`
+}
+
+// Zero overwrites the data key.
+func (o *GenerateDataKeyOutput) Zero() { clear(o.Plaintext) }
+
+// GenerateRandomInput is the GenerateRandom request.
+type GenerateRandomInput struct {
+	NumberOfBytes    *int32  `json:"NumberOfBytes"`
+	CustomKeyStoreId *string `json:"CustomKeyStoreId"`
+	Recipient        any     `json:"Recipient"`
+}
+
+// GenerateRandomOutput is the GenerateRandom response.
+type GenerateRandomOutput struct {
+	Plaintext []byte `json:"Plaintext"`
+}
+
+// Zero overwrites the random bytes (they may be used as a key).
+func (o *GenerateRandomOutput) Zero() { clear(o.Plaintext) }
