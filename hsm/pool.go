@@ -2,6 +2,7 @@ package hsm
 
 import (
 	"context"
+	"time"
 
 	"github.com/miekg/pkcs11"
 )
@@ -21,12 +22,19 @@ func newPool(max int) *pool {
 	}
 }
 
-// get returns an idle session, opens a new one if the bound allows, or waits.
-func (p *pool) get(ctx context.Context, c *pkcs11.Ctx, slot uint) (pkcs11.SessionHandle, error) {
+// get returns an idle session, opens a new one if the bound allows, or waits
+// until ctx's deadline — or for at most wait if ctx has none.
+func (p *pool) get(ctx context.Context, c *pkcs11.Ctx, slot uint, wait time.Duration) (pkcs11.SessionHandle, error) {
 	select {
 	case sh := <-p.idle:
 		return sh, nil
 	default:
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		// Only a caller that has to wait pays for a timer.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, wait)
+		defer cancel()
 	}
 	select {
 	case sh := <-p.idle:

@@ -214,11 +214,6 @@ func (t *Token) Ping(ctx context.Context) error {
 // session, a cached handle or the login went stale, Do repairs that and runs
 // fn once more on a fresh session; fn must therefore be safe to repeat.
 func (t *Token) Do(ctx context.Context, fn func(*Session) error) error {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, t.cfg.WaitTimeout)
-		defer cancel()
-	}
 	var err error
 	for attempt := 0; attempt < 2; attempt++ {
 		var gen uint64
@@ -243,7 +238,7 @@ func (t *Token) doOnce(ctx context.Context, fn func(*Session) error) (gen uint64
 		return 0, false, &Error{Op: "session", Kind: ErrUnavailable, Err: errors.New("token closed")}
 	}
 	gen = t.gen
-	sh, err := t.pool.get(ctx, t.ctx, t.slot)
+	sh, err := t.pool.get(ctx, t.ctx, t.slot, t.cfg.WaitTimeout)
 	if err != nil {
 		return gen, needsRecovery(err), translate("C_OpenSession", err, false)
 	}

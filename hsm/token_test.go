@@ -404,3 +404,20 @@ func TestSessionCopiesAndOlderKeys(t *testing.T) {
 		}
 	}
 }
+
+// A caller whose context has no deadline still never waits forever: the
+// configured wait timeout bounds it.
+func TestPoolWaitIsBoundedWithoutDeadline(t *testing.T) {
+	tk := openToken(t, func(c *Config) { c.MaxSessions = 1; c.WaitTimeout = 50 * time.Millisecond })
+	held := make(chan struct{})
+	release := make(chan struct{})
+	go tk.Do(context.Background(), func(*Session) error { close(held); <-release; return nil })
+	<-held
+	defer close(release)
+	// Returning at all (with ErrTimeout) is the property: an unbounded wait
+	// would hang here until the test binary's own timeout.
+	err := tk.Do(context.Background(), func(*Session) error { return nil })
+	if !errors.Is(err, ErrTimeout) {
+		t.Fatalf("Do: %v, want ErrTimeout", err)
+	}
+}

@@ -1,0 +1,263 @@
+// Package api serves the AWS KMS wire protocol (AWS JSON 1.1, X-Amz-Target:
+// TrentService.<Operation>) over echo: SigV4 authentication, one dispatch
+// table, one error writer, health endpoints. It turns requests into calls on
+// service.Service and never does cryptography or storage itself.
+//
+// It imports service and echo; nothing but cmd imports it.
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+
+	"github.com/hsmkms/hsmkms/service"
+	"github.com/hsmkms/hsmkms/service/api/sigv4"
+)
+
+// contentType is the AWS JSON 1.1 media type, sent on every response.
+const contentType = "application/x-amz-json-1.1"
+
+// DefaultBodyLimit bounds request bodies. The largest legitimate KMS request
+// is a CreateKey or PutKeyPolicy with a 128 KiB policy.
+const DefaultBodyLimit = 256 << 10
+
+// Config is what New needs.
+type Config struct {
+	Service *service.Service
+	// Credentials maps access key ids to secrets and principals
+	// (sigv4.Credential.Principal must be a service.Caller).
+	Credentials sigv4.CredentialStore
+	Region      string
+	Logger      *slog.Logger
+	BodyLimit   int64
+	// Now is the clock used for signature dates (default time.Now).
+	Now func() time.Time
+}
+
+// Server is the KMS endpoint. It is an http.Handler.
+type Server struct {
+	svc      *service.Service
+	verifier *sigv4.Verifier
+	log      *slog.Logger
+	limit    int64
+	echo     *echo.Echo
+}
+
+// New builds the endpoint.
+func New(cfg Config) (*Server, error) {
+	if cfg.Service == nil || cfg.Credentials == nil || cfg.Region == "" {
+		return nil, errors.New("api: service, credentials and region are required")
+	}
+	s := &Server{
+		svc:      cfg.Service,
+		verifier: &sigv4.Verifier{Region: cfg.Region, Service: "kms", Store: cfg.Credentials, Now: cfg.Now},
+		log:      cfg.Logger,
+		limit:    cfg.BodyLimit,
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.limit <= 0 {
+		s.limit = DefaultBodyLimit
+	}
+	s.echo = newEcho(s.log)
+	s.echo.POST("/", s.handle)
+	s.echo.GET("/healthz", func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") })
+	s.echo.GET("/readyz", s.ready)
+	return s, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.echo.ServeHTTP(w, r) }
+
+func newEcho(log *slog.Logger) *echo.Echo {
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = errorHandler(log)
+	return e
+}
+
+func (s *Server) ready(c echo.Context) error {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+	defer cancel()
+	if err := s.svc.Ready(ctx); err != nil {
+		s.log.Warn("readiness check failed", "err", err)
+		return c.String(http.StatusServiceUnavailable, "token unavailable\n")
+	}
+	return c.String(http.StatusOK, "ok\n")
+}
+
+// bufPool recycles request and response buffers. Buffers that held
+// plaintext are zeroed before they go back.
+var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+func getBuf() *bytes.Buffer { return bufPool.Get().(*bytes.Buffer) }
+
+func putBuf(b *bytes.Buffer) {
+	if b.Cap() > 1<<20 {
+		return
+	}
+	clear(b.Bytes()[:b.Cap()])
+	b.Reset()
+	bufPool.Put(b)
+}
+
+// requestIDKey stores the request id in the echo context.
+const requestIDKey = "hsmkms.requestID"
+
+func (s *Server) handle(c echo.Context) error {
+	r := c.Request()
+	w := c.Response()
+	reqID := uuid.NewString()
+	c.Set(requestIDKey, reqID)
+	w.Header().Set("x-amzn-RequestId", reqID)
+
+	body := getBuf()
+	defer putBuf(body) // the body may hold plaintext (base64): zeroed here
+	if _, err := body.ReadFrom(http.MaxBytesReader(w, r.Body, s.limit)); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return service.Errorf(service.ExcRequestTooLarge, "Request body must be at most %d bytes.", s.limit)
+		}
+		return service.Errorf(service.ExcSerialization, "Could not read the request body.")
+	}
+	cred, err := s.verifier.Verify(r, body.Bytes())
+	if err != nil {
+		return authError(err)
+	}
+	caller, ok := cred.Principal.(service.Caller)
+	if !ok {
+		return &service.Error{Code: service.ExcInternal, Message: "An internal error occurred.",
+			Cause: errors.New("credential has no principal")}
+	}
+	caller.AccessKeyID = cred.AccessKeyID
+
+	op, ok := operations[r.Header.Get("X-Amz-Target")]
+	if !ok {
+		return service.Errorf(service.ExcUnknownOperation, "")
+	}
+	in := body.Bytes()
+	if len(bytes.TrimSpace(in)) == 0 {
+		in = []byte("{}")
+	}
+	out, err := op.call(r.Context(), s.svc, caller, in)
+	if err != nil {
+		return err
+	}
+	resp := getBuf()
+	defer putBuf(resp) // may hold plaintext: zeroed on return
+	if out == nil {
+		resp.WriteString("{}")
+	} else {
+		err := json.NewEncoder(resp).Encode(out)
+		if z, ok := out.(interface{ Zero() }); ok {
+			z.Zero()
+		}
+		if err != nil {
+			return &service.Error{Code: service.ExcInternal, Message: "An internal error occurred.", Cause: err}
+		}
+	}
+	w.Header().Set(echo.HeaderContentType, contentType)
+	w.WriteHeader(http.StatusOK)
+	_, err = w.Write(resp.Bytes())
+	return err
+}
+
+// authError maps a SigV4 failure to the exception AWS sends for it.
+func authError(err error) *service.Error {
+	code := service.ExcInvalidSignature
+	switch {
+	case errors.Is(err, sigv4.ErrMissingAuthentication):
+		code = service.ExcMissingAuth
+	case errors.Is(err, sigv4.ErrIncompleteSignature):
+		code = service.ExcIncompleteSignature
+	case errors.Is(err, sigv4.ErrUnrecognizedClient):
+		code = service.ExcUnrecognizedClient
+	}
+	// sigv4 messages are written to be client-safe.
+	return &service.Error{Code: code, Message: err.Error()}
+}
+
+// errorBody is the AWS JSON 1.1 error shape.
+type errorBody struct {
+	Type    string `json:"__type"`
+	Message string `json:"message"`
+}
+
+// errorHandler writes every error response: the one place that turns an
+// error into a status and body, and logs the cause.
+func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
+	return func(err error, c echo.Context) {
+		if c.Response().Committed {
+			return
+		}
+		var e *service.Error
+		var he *echo.HTTPError
+		switch {
+		case errors.As(err, &e):
+		case errors.As(err, &he):
+			code := service.ExcUnknownOperation
+			switch he.Code {
+			case http.StatusNotFound:
+				code = "NotFound"
+			case http.StatusMethodNotAllowed:
+				code = "MethodNotAllowed"
+			}
+			if he.Code == http.StatusNotFound || he.Code == http.StatusMethodNotAllowed {
+				c.Response().Header().Set(echo.HeaderContentType, contentType)
+				c.JSON(he.Code, errorBody{Type: code, Message: http.StatusText(he.Code)})
+				return
+			}
+			e = service.AsError(err)
+		default:
+			e = service.AsError(err)
+		}
+		status := e.HTTPStatus()
+		reqID, _ := c.Get(requestIDKey).(string)
+		level := slog.LevelDebug
+		if status >= 500 {
+			level = slog.LevelError
+		}
+		log.Log(c.Request().Context(), level, "request failed",
+			"requestId", reqID, "target", c.Request().Header.Get("X-Amz-Target"),
+			"exception", e.Code, "status", status, "cause", e.Cause)
+		b, merr := json.Marshal(errorBody{Type: e.Code, Message: e.Message})
+		if merr != nil {
+			b = []byte(`{"__type":"KMSInternalException","message":"An internal error occurred."}`)
+		}
+		h := c.Response().Header()
+		h.Set(echo.HeaderContentType, contentType)
+		c.Response().WriteHeader(status)
+		c.Response().Write(b)
+	}
+}
+
+// decode unmarshals a request body into in; malformed JSON, or a value of the
+// wrong type (including bad base64 in a blob field), is SerializationException.
+func decode(body []byte, in any) error {
+	if err := json.Unmarshal(body, in); err != nil {
+		return &service.Error{Code: service.ExcSerialization, Message: serializationMessage(err), Cause: err}
+	}
+	return nil
+}
+
+func serializationMessage(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) && te.Field != "" {
+		return "Unexpected value type for field " + te.Field + "."
+	}
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return "The request body is not valid JSON."
+	}
+	return "The request body could not be deserialized."
+}

@@ -1,0 +1,74 @@
+package api
+
+import (
+	"context"
+
+	"github.com/hsmkms/hsmkms/service"
+)
+
+// operation is one row of the dispatch table: how to decode the request and
+// which service method runs it.
+type operation struct {
+	call func(ctx context.Context, svc *service.Service, caller service.Caller, body []byte) (any, error)
+}
+
+// op adapts a typed service method to the table. Inputs that may carry
+// plaintext are zeroed by zero after the call.
+func op[In any, Out any](fn func(*service.Service, context.Context, service.Caller, In) (Out, error), zero func(*In)) operation {
+	return operation{call: func(ctx context.Context, svc *service.Service, caller service.Caller, body []byte) (any, error) {
+		var in In
+		if err := decode(body, &in); err != nil {
+			return nil, err
+		}
+		if zero != nil {
+			defer zero(&in)
+		}
+		out, err := fn(svc, ctx, caller, in)
+		if err != nil {
+			return nil, err
+		}
+		return out, nil
+	}}
+}
+
+// noOutput adapts a service method that returns only an error.
+func noOutput[In any](fn func(*service.Service, context.Context, service.Caller, In) error) operation {
+	return operation{call: func(ctx context.Context, svc *service.Service, caller service.Caller, body []byte) (any, error) {
+		var in In
+		if err := decode(body, &in); err != nil {
+			return nil, err
+		}
+		return nil, fn(svc, ctx, caller, in)
+	}}
+}
+
+func zeroEncrypt(in *service.EncryptInput) { clear(in.Plaintext) }
+
+// operations is the dispatch table, keyed by X-Amz-Target. The README's list
+// of supported operations is checked against it by a test.
+var operations = map[string]operation{
+	"TrentService.CreateKey":   op((*service.Service).CreateKey, nil),
+	"TrentService.DescribeKey": op((*service.Service).DescribeKey, nil),
+	"TrentService.ListKeys":    op((*service.Service).ListKeys, nil),
+	"TrentService.EnableKey":   noOutput((*service.Service).EnableKey),
+	"TrentService.DisableKey":  noOutput((*service.Service).DisableKey),
+	"TrentService.Encrypt":     op((*service.Service).Encrypt, zeroEncrypt),
+	"TrentService.Decrypt":     op((*service.Service).Decrypt, nil),
+	"TrentService.ReEncrypt":   op((*service.Service).ReEncrypt, nil),
+	"TrentService.GenerateDataKey": op(func(s *service.Service, ctx context.Context, c service.Caller, in service.GenerateDataKeyInput) (*service.GenerateDataKeyOutput, error) {
+		return s.GenerateDataKey(ctx, c, in, true)
+	}, nil),
+	"TrentService.GenerateDataKeyWithoutPlaintext": op(func(s *service.Service, ctx context.Context, c service.Caller, in service.GenerateDataKeyInput) (*service.GenerateDataKeyOutput, error) {
+		return s.GenerateDataKey(ctx, c, in, false)
+	}, nil),
+	"TrentService.GenerateRandom": op((*service.Service).GenerateRandom, nil),
+}
+
+// Operations returns the names of the supported operations.
+func Operations() []string {
+	names := make([]string, 0, len(operations))
+	for target := range operations {
+		names = append(names, target[len("TrentService."):])
+	}
+	return names
+}
