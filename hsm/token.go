@@ -62,13 +62,14 @@ type Token struct {
 
 	// mu is held for reading by every operation and for writing by recover,
 	// so the module is never re-initialised under a running call.
-	mu      sync.RWMutex
-	ctx     *pkcs11.Ctx
-	slot    uint
-	login   pkcs11.SessionHandle // kept open so the login lasts for the process
-	loginMu sync.Mutex           // serialises use of the login session
-	gen     uint64               // bumped by every recovery; sessions and handles carry it
-	pool    *pool
+	mu        sync.RWMutex
+	ctx       *pkcs11.Ctx
+	slot      uint
+	login     pkcs11.SessionHandle // kept open so the login lasts for the process
+	loginMu   sync.Mutex           // serialises use of the login session
+	objectsMu *sync.Mutex          // the module's lock for creating and destroying objects
+	gen       uint64               // bumped by every recovery; sessions and handles carry it
+	pool      *pool
 
 	keys keyCache
 }
@@ -80,11 +81,11 @@ func Open(ctx context.Context, cfg Config) (*Token, error) {
 		return nil, err
 	}
 	t := &Token{cfg: cfg}
-	c, err := loadModule(cfg.ModulePath)
+	c, objects, err := loadModule(cfg.ModulePath)
 	if err != nil {
 		return nil, err
 	}
-	t.ctx = c
+	t.ctx, t.objectsMu = c, objects
 	if err := t.start(); err != nil {
 		releaseModule(cfg.ModulePath)
 		return nil, err

@@ -118,8 +118,41 @@ func (o *opened) decrypt(sess *hsm.Session, ec map[string]string) ([]byte, error
 	return sess.DecryptGCM(o.k.ref(o.b.KeyVersion), o.b.IV[:], o.b.AAD(ec), o.b.Ciphertext)
 }
 
+// ignoreCiphertext reports a DryRun with the IGNORE_CIPHERTEXT modifier: the
+// caller checks its access to a key without having a valid blob at hand.
+func ignoreCiphertext(dry bool, mods []string) bool {
+	if !dry {
+		return false
+	}
+	for _, m := range mods {
+		if m == "IGNORE_CIPHERTEXT" {
+			return true
+		}
+	}
+	return false
+}
+
+// dryRunKey finishes a DryRun that ignores the ciphertext: the named key
+// must exist, be usable and fit the operation.
+func (s *Service) dryRunKey(ctx context.Context, caller Caller, op, field string, keyID *string, alg *string) error {
+	if keyID == nil {
+		return Errorf(ExcValidation, "%s is required when DryRunModifiers includes IGNORE_CIPHERTEXT.", field)
+	}
+	k, err := s.resolve(ctx, caller, field, *keyID, idARNOrAlias)
+	if err != nil {
+		return err
+	}
+	if err := usable(k); err != nil {
+		return err
+	}
+	if err := forEncryption(k, op, alg); err != nil {
+		return err
+	}
+	return dryRun()
+}
+
 func validateDecrypt(v *validation, ct []byte, field string, alg *string, algField string, grants []string, mods []string) {
-	if ct == nil {
+	if ct == nil && !ignoreCiphertext(true, mods) {
 		v.add(nil, field, "Member must not be null")
 	}
 	v.blobLength(ct, ct != nil, field, 1, 6144)
@@ -141,6 +174,9 @@ func (s *Service) Decrypt(ctx context.Context, caller Caller, in DecryptInput) (
 	}
 	if in.Recipient != nil {
 		return nil, Errorf(ExcUnsupportedOp, "Recipient (Nitro Enclaves attestation) is not supported by this key service.")
+	}
+	if ignoreCiphertext(in.DryRun, in.DryRunModifiers) {
+		return nil, s.dryRunKey(ctx, caller, "Decrypt", "KeyId", in.KeyId, in.EncryptionAlgorithm)
 	}
 	o, err := s.openBlob(ctx, caller, "Decrypt", in.CiphertextBlob, "keyId", in.KeyId, in.EncryptionAlgorithm)
 	if err != nil {
@@ -175,6 +211,22 @@ func (s *Service) ReEncrypt(ctx context.Context, caller Caller, in ReEncryptInpu
 	}
 	if err := v.err(); err != nil {
 		return nil, err
+	}
+	if ignoreCiphertext(in.DryRun, in.DryRunModifiers) {
+		if err := s.dryRunKey(ctx, caller, "ReEncrypt", "SourceKeyId", in.SourceKeyId, in.SourceEncryptionAlgorithm); !isDryRun(err) {
+			return nil, err
+		}
+		dst, err := s.resolve(ctx, caller, "destinationKeyId", in.DestinationKeyId, idARNOrAlias)
+		if err != nil {
+			return nil, err
+		}
+		if err := usable(dst); err != nil {
+			return nil, err
+		}
+		if err := forEncryption(dst, "ReEncrypt", in.DestinationEncryptionAlgorithm); err != nil {
+			return nil, err
+		}
+		return nil, dryRun()
 	}
 	o, err := s.openBlob(ctx, caller, "ReEncrypt", in.CiphertextBlob, "sourceKeyId", in.SourceKeyId, in.SourceEncryptionAlgorithm)
 	if err != nil {

@@ -114,6 +114,11 @@ func dryRun() *Error {
 	return Errorf(ExcDryRun, "The request would have succeeded, but the DryRun option is set.")
 }
 
+func isDryRun(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Code == ExcDryRun
+}
+
 // fromToken maps an hsm error met while using keyARN to the exception AWS
 // would send.
 func fromToken(err error, keyARN string) *Error {

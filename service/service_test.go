@@ -349,3 +349,25 @@ func TestValidationMessages(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func TestDryRunIgnoreCiphertext(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	a, b := f.key(t), f.key(t)
+	ignore := []string{"IGNORE_CIPHERTEXT"}
+	_, err := f.svc.Decrypt(ctx, alice, DecryptInput{KeyId: &a.KeyId, DryRun: true, DryRunModifiers: ignore})
+	wantCode(t, err, ExcDryRun)
+	_, err = f.svc.Decrypt(ctx, alice, DecryptInput{DryRun: true, DryRunModifiers: ignore})
+	wantCode(t, err, ExcValidation)
+	_, err = f.svc.ReEncrypt(ctx, alice, ReEncryptInput{SourceKeyId: &a.KeyId, DestinationKeyId: b.KeyId, DryRun: true, DryRunModifiers: ignore})
+	wantCode(t, err, ExcDryRun)
+	if err := f.svc.DisableKey(ctx, alice, KeyIdInput{KeyId: b.KeyId}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.svc.ReEncrypt(ctx, alice, ReEncryptInput{SourceKeyId: &a.KeyId, DestinationKeyId: b.KeyId, DryRun: true, DryRunModifiers: ignore})
+	wantCode(t, err, ExcDisabled)
+	bad := []string{"NOPE"}
+	_, err = f.svc.Decrypt(ctx, alice, DecryptInput{KeyId: &a.KeyId, CiphertextBlob: []byte{1}, DryRun: true, DryRunModifiers: bad})
+	wantCode(t, err, ExcValidation)
+}
