@@ -638,34 +638,15 @@ func deriveSigningKey(secret []byte, date, region, service string, scratch *[]by
 	return hmacSHA256(k[:], scopeTerminator, scratch)
 }
 
-// hmacSHA256 computes HMAC-SHA256 (RFC 2104) of msg under key using
-// sha256.Sum256 and a reusable scratch buffer, so it does not allocate (the
-// crypto/hmac constructor allocates on every call). msg must not alias
-// *scratch.
+// hmacSHA256 computes HMAC-SHA256(key, msg) with crypto/hmac; scratch is a
+// reusable buffer for msg, so string messages cost no allocation of their own.
 func hmacSHA256[M string | []byte](key []byte, msg M, scratch *[]byte) [sha256.Size]byte {
-	const blockSize = 64
-	var k [blockSize]byte
-	if len(key) > blockSize {
-		sum := sha256.Sum256(key)
-		copy(k[:], sum[:])
-	} else {
-		copy(k[:], key)
-	}
-	b := (*scratch)[:0]
-	for _, c := range k {
-		b = append(b, c^0x36)
-	}
-	b = append(b, msg...)
-	inner := sha256.Sum256(b)
-	clear(b[:blockSize])
-	*scratch = b
-
-	var outer [blockSize + sha256.Size]byte
-	for i, c := range k {
-		outer[i] = c ^ 0x5c
-	}
-	copy(outer[blockSize:], inner[:])
-	return sha256.Sum256(outer[:])
+	*scratch = append((*scratch)[:0], msg...)
+	m := hmac.New(sha256.New, key)
+	m.Write(*scratch)
+	var out [sha256.Size]byte
+	m.Sum(out[:0])
+	return out
 }
 
 // decodeHex decodes exactly len(dst) bytes of hex (either case) from s.
