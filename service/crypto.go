@@ -33,7 +33,7 @@ func seal(sess *hsm.Session, k *key, ec map[string]string, plaintext []byte) ([]
 func (s *Service) Encrypt(ctx context.Context, caller Caller, in EncryptInput) (*EncryptOutput, error) {
 	var v validation
 	if in.Plaintext == nil {
-		v.add(nil, "plaintext", "Member must not be null")
+		v.null("plaintext")
 	}
 	v.blobLength(in.Plaintext, in.Plaintext != nil, "plaintext", 1, blob.MaxPlaintextLen)
 	v.enum(in.EncryptionAlgorithm, "encryptionAlgorithm", allEncAlgs)
@@ -153,7 +153,7 @@ func (s *Service) dryRunKey(ctx context.Context, caller Caller, op, field string
 
 func validateDecrypt(v *validation, ct []byte, field string, alg *string, algField string, grants []string, mods []string) {
 	if ct == nil && !ignoreCiphertext(true, mods) {
-		v.add(nil, field, "Member must not be null")
+		v.null(field)
 	}
 	v.blobLength(ct, ct != nil, field, 1, 6144)
 	v.enum(alg, algField, allEncAlgs)

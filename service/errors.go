@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/hsmkms/hsmkms/hsm"
 )
@@ -151,14 +152,21 @@ func (v *validation) add(value *string, field, constraint string) {
 	}
 }
 
+// null reports a required member that is missing.
+func (v *validation) null(field string) {
+	v.msgs = append(v.msgs, fmt.Sprintf("Value null at '%s' failed to satisfy constraint: Member must not be null", field))
+}
+
 // length checks a string parameter's length bounds (the value is echoed).
+// Lengths are counted in characters, as the AWS model counts them.
 func (v *validation) length(s *string, field string, min, max int) {
 	if s == nil {
 		return
 	}
-	if len(*s) < min {
+	n := utf8.RuneCountInString(*s)
+	if n < min {
 		v.add(s, field, fmt.Sprintf("Member must have length greater than or equal to %d", min))
-	} else if len(*s) > max {
+	} else if n > max {
 		v.add(s, field, fmt.Sprintf("Member must have length less than or equal to %d", max))
 	}
 }

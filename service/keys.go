@@ -27,6 +27,12 @@ func validateTags(v *validation, tags []Tag) error {
 	}
 	seen := make(map[string]bool, len(tags))
 	for i := range tags {
+		if !tags[i].hasKey {
+			v.null(fmt.Sprintf("tags.%d.member.tagKey", i+1))
+		}
+		if !tags[i].hasValue {
+			v.null(fmt.Sprintf("tags.%d.member.tagValue", i+1))
+		}
 		v.length(&tags[i].TagKey, fmt.Sprintf("tags.%d.member.tagKey", i+1), 1, 128)
 		v.length(&tags[i].TagValue, fmt.Sprintf("tags.%d.member.tagValue", i+1), 0, 256)
 	}

@@ -195,7 +195,8 @@ func (s *Service) resolve(ctx context.Context, caller Caller, field, keyID strin
 			return nil, Errorf(ExcNotFound, "Invalid arn %s", keyID)
 		}
 		if region != s.region || parts[1] != s.partition {
-			return nil, Errorf(ExcNotFound, "Key '%s' does not exist", keyID)
+			// AWS's answer for a key ARN of another region (recorded).
+			return nil, Errorf(ExcNotFound, "Invalid arn %s", region)
 		}
 		account = acct
 	} else if strings.HasPrefix(keyID, "alias/") {

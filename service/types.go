@@ -1,6 +1,7 @@
 package service
 
 import (
+	"encoding/json"
 	"strconv"
 	"time"
 )
@@ -25,10 +26,38 @@ func (t *Time) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// Tag is a resource tag as the API spells it.
+// Tag is a resource tag as the API spells it. Both members are required;
+// a request that leaves one out is refused by validation, which is why
+// decoding records which were present.
 type Tag struct {
 	TagKey   string `json:"TagKey"`
 	TagValue string `json:"TagValue"`
+
+	hasKey, hasValue bool
+}
+
+// UnmarshalJSON decodes a tag and notes which members were present.
+func (t *Tag) UnmarshalJSON(b []byte) error {
+	var raw struct {
+		TagKey   *string `json:"TagKey"`
+		TagValue *string `json:"TagValue"`
+	}
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	*t = Tag{}
+	if raw.TagKey != nil {
+		t.TagKey, t.hasKey = *raw.TagKey, true
+	}
+	if raw.TagValue != nil {
+		t.TagValue, t.hasValue = *raw.TagValue, true
+	}
+	return nil
+}
+
+// NewTag returns a tag with both members present.
+func NewTag(key, value string) Tag {
+	return Tag{TagKey: key, TagValue: value, hasKey: true, hasValue: true}
 }
 
 // KeyMetadata is DescribeKey's (and CreateKey's) description of a key.

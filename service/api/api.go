@@ -83,7 +83,19 @@ func newEcho(log *slog.Logger) *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = errorHandler(log)
+	e.Pre(requestID)
 	return e
+}
+
+// requestID gives every response, including the router's own errors, an
+// x-amzn-RequestId, as AWS does.
+func requestID(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		id := uuid.NewString()
+		c.Set(requestIDKey, id)
+		c.Response().Header().Set("x-amzn-RequestId", id)
+		return next(c)
+	}
 }
 
 func (s *Server) ready(c echo.Context) error {
@@ -117,10 +129,6 @@ const requestIDKey = "hsmkms.requestID"
 func (s *Server) handle(c echo.Context) error {
 	r := c.Request()
 	w := c.Response()
-	reqID := uuid.NewString()
-	c.Set(requestIDKey, reqID)
-	w.Header().Set("x-amzn-RequestId", reqID)
-
 	body := getBuf()
 	defer putBuf(body) // the body may hold plaintext (base64): zeroed here
 	if _, err := body.ReadFrom(http.MaxBytesReader(w, r.Body, s.limit)); err != nil {

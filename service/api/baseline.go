@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"net/http"
 
-	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
 	"github.com/hsmkms/hsmkms/service"
@@ -19,7 +18,6 @@ func NewBaseline() http.Handler {
 	e := newEcho(slog.New(slog.DiscardHandler))
 	e.POST("/", func(c echo.Context) error {
 		r, w := c.Request(), c.Response()
-		w.Header().Set("x-amzn-RequestId", uuid.NewString())
 		body := getBuf()
 		defer putBuf(body)
 		if _, err := body.ReadFrom(http.MaxBytesReader(w, r.Body, DefaultBodyLimit)); err != nil {
