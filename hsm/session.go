@@ -44,19 +44,9 @@ func (s *Session) EncryptGCM(key KeyRef, iv, aad, plaintext []byte) ([]byte, err
 	if len(iv) != GCMIVLen {
 		return nil, &Error{Op: "encrypt", Kind: ErrInvalidInput}
 	}
-	h, err := s.handle(key)
+	out, err := s.gcm(false, key, iv, aad, plaintext)
 	if err != nil {
 		return nil, err
-	}
-	params := pkcs11.NewGCMParams(iv, aad, GCMTagLen*8)
-	defer params.Free()
-	c := s.t.ctx
-	if err := c.EncryptInit(s.h, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}, h); err != nil {
-		return nil, translate("C_EncryptInit", err, false)
-	}
-	out, err := c.Encrypt(s.h, plaintext)
-	if err != nil {
-		return nil, translate("C_Encrypt", err, false)
 	}
 	if len(out) != len(plaintext)+GCMTagLen {
 		return nil, &Error{Op: "C_Encrypt", Kind: ErrInternal}
@@ -71,23 +61,37 @@ func (s *Session) DecryptGCM(key KeyRef, iv, aad, ciphertext []byte) ([]byte, er
 	if len(iv) != GCMIVLen || len(ciphertext) < GCMTagLen {
 		return nil, &Error{Op: "decrypt", Kind: ErrInvalidCiphertext}
 	}
-	h, err := s.handle(key)
+	out, err := s.gcm(true, key, iv, aad, ciphertext)
 	if err != nil {
 		return nil, err
-	}
-	params := pkcs11.NewGCMParams(iv, aad, GCMTagLen*8)
-	defer params.Free()
-	c := s.t.ctx
-	if err := c.DecryptInit(s.h, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}, h); err != nil {
-		return nil, translate("C_DecryptInit", err, false)
-	}
-	out, err := c.Decrypt(s.h, ciphertext)
-	if err != nil {
-		return nil, translate("C_Decrypt", err, true)
 	}
 	if len(out) != len(ciphertext)-GCMTagLen {
 		clear(out)
 		return nil, &Error{Op: "C_Decrypt", Kind: ErrInternal}
 	}
 	return out, nil
+}
+
+// gcm runs one single-part AES-GCM operation on key's handle.
+func (s *Session) gcm(decrypt bool, key KeyRef, iv, aad, in []byte) ([]byte, error) {
+	h, err := s.handle(key)
+	if err != nil {
+		return nil, err
+	}
+	params := pkcs11.NewGCMParams(iv, aad, GCMTagLen*8)
+	defer params.Free()
+	mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}
+	c := s.t.ctx
+	if decrypt {
+		if err := c.DecryptInit(s.h, mech, h); err != nil {
+			return nil, translate("C_DecryptInit", err, false)
+		}
+		out, err := c.Decrypt(s.h, in)
+		return out, translate("C_Decrypt", err, true)
+	}
+	if err := c.EncryptInit(s.h, mech, h); err != nil {
+		return nil, translate("C_EncryptInit", err, false)
+	}
+	out, err := c.Encrypt(s.h, in)
+	return out, translate("C_Encrypt", err, false)
 }

@@ -14,6 +14,22 @@ func checkDryRunModifiers(v *validation, mods []string) {
 	}
 }
 
+// encryptionKey resolves a KeyId for a cryptographic operation and checks
+// the key's state and that it can run op with alg.
+func (s *Service) encryptionKey(ctx context.Context, caller Caller, field, keyID, op string, alg *string) (*key, error) {
+	k, err := s.resolve(ctx, caller, field, keyID, idARNOrAlias)
+	if err != nil {
+		return nil, err
+	}
+	if err := usable(k); err != nil {
+		return nil, err
+	}
+	if err := forEncryption(k, op, alg); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
 // seal encrypts plaintext under k's current version in session sess, and
 // returns the blob and the version used.
 func seal(sess *hsm.Session, k *key, ec map[string]string, plaintext []byte) ([]byte, uint32, error) {
@@ -41,14 +57,8 @@ func (s *Service) Encrypt(ctx context.Context, caller Caller, in EncryptInput) (
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	k, err := s.resolve(ctx, caller, "keyId", in.KeyId, idARNOrAlias)
+	k, err := s.encryptionKey(ctx, caller, "keyId", in.KeyId, "Encrypt", in.EncryptionAlgorithm)
 	if err != nil {
-		return nil, err
-	}
-	if err := usable(k); err != nil {
-		return nil, err
-	}
-	if err := forEncryption(k, "Encrypt", in.EncryptionAlgorithm); err != nil {
 		return nil, err
 	}
 	if in.DryRun {
@@ -138,14 +148,7 @@ func (s *Service) dryRunKey(ctx context.Context, caller Caller, op, field string
 	if keyID == nil {
 		return Errorf(ExcValidation, "%s is required when DryRunModifiers includes IGNORE_CIPHERTEXT.", field)
 	}
-	k, err := s.resolve(ctx, caller, field, *keyID, idARNOrAlias)
-	if err != nil {
-		return err
-	}
-	if err := usable(k); err != nil {
-		return err
-	}
-	if err := forEncryption(k, op, alg); err != nil {
+	if _, err := s.encryptionKey(ctx, caller, field, *keyID, op, alg); err != nil {
 		return err
 	}
 	return dryRun()
@@ -216,14 +219,7 @@ func (s *Service) ReEncrypt(ctx context.Context, caller Caller, in ReEncryptInpu
 		if err := s.dryRunKey(ctx, caller, "ReEncrypt", "SourceKeyId", in.SourceKeyId, in.SourceEncryptionAlgorithm); !isDryRun(err) {
 			return nil, err
 		}
-		dst, err := s.resolve(ctx, caller, "destinationKeyId", in.DestinationKeyId, idARNOrAlias)
-		if err != nil {
-			return nil, err
-		}
-		if err := usable(dst); err != nil {
-			return nil, err
-		}
-		if err := forEncryption(dst, "ReEncrypt", in.DestinationEncryptionAlgorithm); err != nil {
+		if _, err := s.encryptionKey(ctx, caller, "destinationKeyId", in.DestinationKeyId, "ReEncrypt", in.DestinationEncryptionAlgorithm); err != nil {
 			return nil, err
 		}
 		return nil, dryRun()
@@ -232,14 +228,8 @@ func (s *Service) ReEncrypt(ctx context.Context, caller Caller, in ReEncryptInpu
 	if err != nil {
 		return nil, err
 	}
-	dst, err := s.resolve(ctx, caller, "destinationKeyId", in.DestinationKeyId, idARNOrAlias)
+	dst, err := s.encryptionKey(ctx, caller, "destinationKeyId", in.DestinationKeyId, "ReEncrypt", in.DestinationEncryptionAlgorithm)
 	if err != nil {
-		return nil, err
-	}
-	if err := usable(dst); err != nil {
-		return nil, err
-	}
-	if err := forEncryption(dst, "ReEncrypt", in.DestinationEncryptionAlgorithm); err != nil {
 		return nil, err
 	}
 	if in.DryRun {
@@ -298,14 +288,8 @@ func (s *Service) GenerateDataKey(ctx context.Context, caller Caller, in Generat
 	case *in.KeySpec == "AES_128":
 		n = 16
 	}
-	k, err := s.resolve(ctx, caller, "keyId", in.KeyId, idARNOrAlias)
+	k, err := s.encryptionKey(ctx, caller, "keyId", in.KeyId, op, nil)
 	if err != nil {
-		return nil, err
-	}
-	if err := usable(k); err != nil {
-		return nil, err
-	}
-	if err := forEncryption(k, op, nil); err != nil {
 		return nil, err
 	}
 	if in.DryRun {
