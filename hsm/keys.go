@@ -130,7 +130,11 @@ func (t *Token) GenerateAESKey(ctx context.Context, r KeyRef) error {
 		if err != nil {
 			return translate("C_GenerateKey", err, false)
 		}
-		t.keys.set(r, keyEntry{object: h, use: h})
+		// The key exists now; if its copy cannot be made, the first use will
+		// try again rather than this call failing and orphaning the object.
+		if e, err := t.entryLocked(h); err == nil {
+			t.keys.set(r, e)
+		}
 		return nil
 	})
 }
@@ -208,31 +212,42 @@ func (s *Session) handle(r KeyRef) (pkcs11.ObjectHandle, error) {
 	if err != nil {
 		return 0, err
 	}
-	e := keyEntry{object: h, use: h}
-	if t.cfg.SessionKeyCopies {
-		// The copy belongs to the login session, which stays open for the life
-		// of the login, so the copy lives exactly as long as the handles do.
-		var cerr error
-		var cp pkcs11.ObjectHandle
-		t.objectsMu.Lock()
-		t.withLogin(func(login pkcs11.SessionHandle) {
-			cp, cerr = t.ctx.CopyObject(login, h, []*pkcs11.Attribute{
-				pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
-				pkcs11.NewAttribute(pkcs11.CKA_MODIFIABLE, false),
-			})
-		})
-		t.objectsMu.Unlock()
-		switch code := ckr(cerr); {
-		case cerr == nil:
-			e.use = cp
-		case code == pkcs11.CKR_ATTRIBUTE_READ_ONLY || code == pkcs11.CKR_ACTION_PROHIBITED:
-			// A key made without copies on is not modifiable: use it in place.
-		default:
-			return 0, translate("C_CopyObject", cerr, false)
-		}
+	t.objectsMu.Lock()
+	e, err := t.entryLocked(h)
+	t.objectsMu.Unlock()
+	if err != nil {
+		return 0, err
 	}
 	t.keys.set(r, e)
 	return e.use, nil
+}
+
+// entryLocked makes the cache entry for token object h: with session copies
+// on, a session-object copy in the login session, which stays open for the
+// life of the login, so the copy lives exactly as long as the handles do.
+// The caller holds objectsMu.
+func (t *Token) entryLocked(h pkcs11.ObjectHandle) (keyEntry, error) {
+	e := keyEntry{object: h, use: h}
+	if !t.cfg.SessionKeyCopies {
+		return e, nil
+	}
+	var cp pkcs11.ObjectHandle
+	var err error
+	t.withLogin(func(login pkcs11.SessionHandle) {
+		cp, err = t.ctx.CopyObject(login, h, []*pkcs11.Attribute{
+			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
+			pkcs11.NewAttribute(pkcs11.CKA_MODIFIABLE, false),
+		})
+	})
+	switch code := ckr(err); {
+	case err == nil:
+		e.use = cp
+	case code == pkcs11.CKR_ATTRIBUTE_READ_ONLY || code == pkcs11.CKR_ACTION_PROHIBITED:
+		// A key made without copies on is not modifiable: use it in place.
+	default:
+		return keyEntry{}, translate("C_CopyObject", err, false)
+	}
+	return e, nil
 }
 
 // ObjectInfo describes a secret-key object in the token, for reconciliation

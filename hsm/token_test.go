@@ -378,8 +378,7 @@ func TestSessionCopiesAndOlderKeys(t *testing.T) {
 	iv, ct := seal(t, plain, old, nil, []byte("old"))
 
 	tk := openToken(t, func(c *Config) { c.SessionKeyCopies = true })
-	fresh := newKey(t, tk)
-	tk.keys.reset()
+	fresh := newKey(t, tk) // used through a copy from the start, not only after a restart
 	if pt, err := open(tk, old, iv, nil, ct); err != nil || string(pt) != "old" {
 		t.Fatalf("decrypt under a non-copyable key = %q, %v", pt, err)
 	}

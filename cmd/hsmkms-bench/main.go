@@ -1,0 +1,190 @@
+// Command hsmkms-bench measures, in one run on one machine, what each layer
+// of hsmkms costs on top of the token, for AES-256-GCM Encrypt of a small
+// plaintext (1 KiB by default):
+//
+//	raw token        hsm: C_GenerateRandom (IV) + C_EncryptInit/C_Encrypt
+//	service.Encrypt  the service call, no HTTP
+//	HTTP null        the api baseline handler (same echo stack, no SigV4, no
+//	                 service) in a server process of its own, driven by the
+//	                 AWS SDK's KMS client with the same Encrypt request
+//	HTTP Encrypt     the real endpoint (SigV4, service, token) in a server
+//	                 process of its own, same client and request
+//
+// each at concurrency 1 and -concurrency, and prints throughput, latency,
+// CPU per operation (client and server) and server memory, and the ratios
+// service/raw and HTTP/null. Every operation must succeed and a sample of
+// the ciphertexts of each layer is decrypted and checked, or the run fails.
+//
+// Usage (make bench runs it):
+//
+//	hsmkms-bench [-duration 5s] [-warmup 1s] [-concurrency 16] [-size 1024]
+//	             [-session-key-copies=true] [-requests N] [-cpuprofile FILE]
+//	             [-client-cpuprofile FILE] [-json FILE]
+//
+// The servers are this executable re-run with a hidden subcommand (see
+// child.go); the KMS server makes its own SoftHSM2 token in a directory of its
+// own, as does the benchmarking process.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime/pprof"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+
+	"github.com/hsmkms/hsmkms/hsm"
+	"github.com/hsmkms/hsmkms/softhsm"
+)
+
+func main() {
+	if code, ok := childCommand(os.Args[1:]); ok {
+		os.Exit(code)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "hsmkms-bench: FAILED:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("hsmkms-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o options
+	fs.DurationVar(&o.Duration, "duration", defaultOptions.Duration, "length of each measured phase")
+	fs.DurationVar(&o.Warmup, "warmup", defaultOptions.Warmup, "unmeasured warm-up before each phase")
+	fs.IntVar(&o.Concurrency, "concurrency", defaultOptions.Concurrency, "goroutines of the concurrent phases (the token has 32 sessions)")
+	fs.IntVar(&o.Size, "size", defaultOptions.Size, "plaintext bytes per Encrypt")
+	fs.BoolVar(&o.SessionKeyCopies, "session-key-copies", defaultOptions.SessionKeyCopies, "hsm.Config.SessionKeyCopies, in this process and the server")
+	fs.Int64Var(&o.Requests, "requests", 0, "run the HTTP Encrypt phase at full concurrency for exactly `N` requests instead of -duration (RSS soak)")
+	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write the KMS server's CPU profile of the HTTP Encrypt phase at full concurrency to `FILE`")
+	clientProfile := fs.String("client-cpuprofile", "", "write this (load-generating) process's CPU profile of the whole run to `FILE`")
+	jsonFile := fs.String("json", "", "also write the results as JSON to `FILE`")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+
+	dir, err := os.MkdirTemp("", "hsmkms-bench-*")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	tok, err := softhsm.Init(ctx, filepath.Join(dir, "softhsm"), "hsmkms-bench")
+	if err != nil {
+		return err
+	}
+	// SoftHSM2 reads its configuration once, when the module is loaded.
+	if err := os.Setenv("SOFTHSM2_CONF", tok.ConfigPath); err != nil {
+		return err
+	}
+	pin, err := tok.UserPIN()
+	if err != nil {
+		return err
+	}
+	o.Token = hsm.Config{ModulePath: tok.ModulePath, TokenLabel: tok.Label, PIN: pin}
+	o.DataDir = dir
+	o.Progress = stderr
+
+	if *clientProfile != "" {
+		f, err := os.Create(*clientProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	rep, err := bench(ctx, o)
+	if err != nil {
+		return err
+	}
+	printReport(stdout, rep)
+	if *jsonFile != "" {
+		b, err := json.MarshalIndent(rep, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(*jsonFile, append(b, '\n'), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+var defaultOptions = options{
+	Duration:         5e9,
+	Warmup:           1e9,
+	Concurrency:      16,
+	Size:             1024,
+	SessionKeyCopies: true,
+}
+
+func printReport(w io.Writer, r *report) {
+	copies := "on"
+	if !r.SessionKeyCopies {
+		copies = "off"
+	}
+	fmt.Fprintf(w, "hsmkms-bench: Encrypt of %d bytes, %s per phase after %s warm-up, session key copies %s\n",
+		r.Size, r.Duration, r.Warmup, copies)
+	h := r.Host
+	fmt.Fprintf(w, "host: %s, %d CPUs, GOMAXPROCS %d, %s %s, SoftHSM %s\n\n",
+		h.CPUModel, h.NumCPU, h.GOMAXPROCS, h.GoVersion, h.OSArch, h.SoftHSM)
+
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "phase            \tconc\tops\tops/s\tp50 µs\tp99 µs\tclient CPU µs/op\tserver CPU µs/req\tserver RSS MiB\t")
+	for _, p := range r.Phases {
+		server := "-\t-"
+		if p.ServerCPUMicrosPerReq != nil {
+			server = fmt.Sprintf("%.1f\t%.1f", *p.ServerCPUMicrosPerReq, *p.ServerRSSMiB)
+		}
+		fmt.Fprintf(tw, "%-17s\t%d\t%d\t%.0f\t%.1f\t%.1f\t%.1f\t%s\t\n",
+			p.Phase, p.Concurrency, p.Ops, p.OpsPerSec, p.P50Micros, p.P99Micros, p.ClientCPUMicrosPerOp, server)
+	}
+	tw.Flush()
+
+	fmt.Fprintln(w, "\nratios (ops/s ÷ ops/s):")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, q := range r.Ratios {
+		fmt.Fprintf(tw, "  %s\t%.3f\n", q.Name, q.Value)
+	}
+	tw.Flush()
+
+	fmt.Fprintln(w)
+	if r.Requests > 0 {
+		if p := r.phase(phaseHTTP, r.Concurrency); p != nil {
+			fmt.Fprintf(w, "soak: HTTP Encrypt c=%d ran %d requests; server RSS %.1f MiB before, %.1f MiB after\n",
+				p.Concurrency, p.Ops, *p.ServerRSSBeforeMiB, *p.ServerRSSMiB)
+		}
+	}
+	notes := []string{
+		"server CPU is utime+stime of the server process from /proc (10 ms ticks) over the measured part; client CPU is this process's (getrusage)",
+		fmt.Sprintf("verified: %d sampled ciphertexts (raw, service, HTTP) decrypt to their plaintexts", r.Verified),
+	}
+	if r.NullDeserializationErrors > 0 {
+		notes = append(notes, fmt.Sprintf("HTTP null: the SDK refused the empty {} response %d times; those requests were counted as done (a full round trip)", r.NullDeserializationErrors))
+	} else {
+		notes = append(notes, "HTTP null: the SDK accepted every empty {} Encrypt response (no errors tolerated)")
+	}
+	if r.CPUProfile != "" {
+		notes = append(notes, "KMS server CPU profile of HTTP Encrypt c="+fmt.Sprint(r.Concurrency)+": "+r.CPUProfile+" (go tool pprof -top "+r.CPUProfile+")")
+	}
+	fmt.Fprintln(w, "notes:\n  "+strings.Join(notes, "\n  "))
+}
