@@ -15,6 +15,33 @@ const (
 type Session struct {
 	t *Token
 	h pkcs11.SessionHandle
+	p *pooled
+}
+
+// ivBatch is how many IVs one C_GenerateRandom call provides. The call costs
+// about as much for 768 bytes as for 12 (~5.7 µs on SoftHSM2), a fifth of a
+// 1 KiB GCM encryption.
+const ivBatch = 64
+
+// IV fills iv (GCMIVLen bytes) with fresh random bytes from the token's RNG,
+// drawn from a per-session batch. No two calls return the same bytes.
+func (s *Session) IV(iv []byte) error {
+	if len(iv) != GCMIVLen {
+		return &Error{Op: "iv", Kind: ErrInvalidInput}
+	}
+	if len(s.p.ivs) < GCMIVLen {
+		r, err := s.t.ctx.GenerateRandom(s.h, GCMIVLen*ivBatch)
+		if err != nil {
+			return translate("C_GenerateRandom", err, false)
+		}
+		if len(r) != GCMIVLen*ivBatch {
+			return &Error{Op: "C_GenerateRandom", Kind: ErrInternal}
+		}
+		s.p.ivs = r
+	}
+	copy(iv, s.p.ivs[:GCMIVLen])
+	s.p.ivs = s.p.ivs[GCMIVLen:]
+	return nil
 }
 
 // withLogin runs fn on the login session, which is not in the pool and is

@@ -239,17 +239,17 @@ func (t *Token) doOnce(ctx context.Context, fn func(*Session) error) (gen uint64
 		return 0, false, &Error{Op: "session", Kind: ErrUnavailable, Err: errors.New("token closed")}
 	}
 	gen = t.gen
-	sh, err := t.pool.get(ctx, t.ctx, t.slot, t.cfg.WaitTimeout)
+	ps, err := t.pool.get(ctx, t.ctx, t.slot, t.cfg.WaitTimeout)
 	if err != nil {
 		return gen, needsRecovery(err), translate("C_OpenSession", err, false)
 	}
-	s := &Session{t: t, h: sh}
+	s := &Session{t: t, h: ps.h, p: ps}
 	err = fn(s)
 	raw := err
 	if sessionBroken(raw) {
-		t.pool.discard(t.ctx, sh)
+		t.pool.discard(t.ctx, ps)
 	} else {
-		t.pool.put(sh)
+		t.pool.put(ps)
 	}
 	if err == nil {
 		return gen, false, nil

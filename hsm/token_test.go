@@ -420,3 +420,39 @@ func TestPoolWaitIsBoundedWithoutDeadline(t *testing.T) {
 		t.Fatalf("Do: %v, want ErrTimeout", err)
 	}
 }
+
+// IVs come from the token's RNG in batches; none may repeat, within a
+// session, across sessions, or across batch refills.
+func TestIVsDoNotRepeat(t *testing.T) {
+	tk := openToken(t, func(c *Config) { c.MaxSessions = 3 })
+	seen := make(map[[GCMIVLen]byte]bool)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for g := 0; g < 6; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 3*ivBatch; i++ {
+				var iv [GCMIVLen]byte
+				err := tk.Do(context.Background(), func(s *Session) error { return s.IV(iv[:]) })
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				if seen[iv] {
+					t.Errorf("IV %x handed out twice", iv)
+				}
+				seen[iv] = true
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(seen) != 6*3*ivBatch {
+		t.Fatalf("%d distinct IVs, want %d", len(seen), 6*3*ivBatch)
+	}
+	if err := tk.Do(context.Background(), func(s *Session) error { return s.IV(make([]byte, 8)) }); !errors.Is(err, ErrInvalidInput) {
+		t.Fatalf("8-byte IV: %v, want ErrInvalidInput", err)
+	}
+}

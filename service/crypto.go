@@ -34,7 +34,7 @@ func (s *Service) encryptionKey(ctx context.Context, caller Caller, field, keyID
 // returns the blob and the version used.
 func seal(sess *hsm.Session, k *key, ec map[string]string, plaintext []byte) ([]byte, uint32, error) {
 	h := blob.Header{Version: blob.Version1, KeyID: k.raw, KeyVersion: k.rec.Current().Number}
-	if err := sess.Random(h.IV[:]); err != nil {
+	if err := sess.IV(h.IV[:]); err != nil {
 		return nil, 0, err
 	}
 	ct, err := sess.EncryptGCM(k.ref(h.KeyVersion), h.IV[:], h.AAD(ec), plaintext)

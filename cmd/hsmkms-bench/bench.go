@@ -351,7 +351,7 @@ func bench(ctx context.Context, o options) (*report, error) {
 			iv := make([]byte, hsm.GCMIVLen)
 			var ct []byte
 			encrypt := func(s *hsm.Session) error {
-				if err := s.Random(iv); err != nil {
+				if err := s.IV(iv); err != nil {
 					return err
 				}
 				var err error

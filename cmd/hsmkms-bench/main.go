@@ -2,7 +2,7 @@
 // of hsmkms costs on top of the token, for AES-256-GCM Encrypt of a small
 // plaintext (1 KiB by default):
 //
-//	raw token        hsm: C_GenerateRandom (IV) + C_EncryptInit/C_Encrypt
+//	raw token        hsm: IV from the token RNG (batched) + C_EncryptInit/C_Encrypt
 //	service.Encrypt  the service call, no HTTP
 //	HTTP null        the api baseline handler (same echo stack, no SigV4, no
 //	                 service) in a server process of its own, driven by the
