@@ -1,0 +1,124 @@
+package main
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestLoopbackOnly(t *testing.T) {
+	t.Parallel()
+	for addr, ok := range map[string]bool{
+		"127.0.0.1:8080": true, "127.9.9.9:1": true, "[::1]:8080": true, "localhost:8080": true,
+		"0.0.0.0:8080": false, "[::]:8080": false, "10.0.0.5:8080": false, ":8080": false, "example.com:80": false,
+	} {
+		if err := loopbackOnly(addr); (err == nil) != ok {
+			t.Errorf("loopbackOnly(%q) = %v, want ok=%v", addr, err, ok)
+		}
+	}
+}
+
+func TestAccountOf(t *testing.T) {
+	t.Parallel()
+	cases := map[string]string{
+		"arn:aws:iam::111122223333:user/alice": "111122223333",
+		"arn:aws:iam::444455556666:role/app":   "444455556666",
+		"arn:aws:iam::1111:user/short":         "",
+		"arn:aws:kms::111122223333:key/x":      "",
+		"arn:aws:iam::11112222333x:root":       "",
+		"arn:aws:iam::111122223333:":           "",
+		"not an arn":                           "",
+	}
+	for arn, want := range cases {
+		got, err := accountOf(arn)
+		if (err == nil) != (want != "") || got != want {
+			t.Errorf("accountOf(%q) = %q, %v; want %q", arn, got, err, want)
+		}
+	}
+}
+
+func TestReadSecret(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "s")
+	os.WriteFile(file, []byte("s3cret\n"), 0o600)
+	empty := filepath.Join(dir, "empty")
+	os.WriteFile(empty, []byte("\n"), 0o600)
+	t.Setenv("HSMKMS_TEST_SECRET", "from-env")
+	if s, err := readSecret(file, ""); err != nil || s != "s3cret" {
+		t.Errorf("file: %q, %v", s, err)
+	}
+	if s, err := readSecret("", "HSMKMS_TEST_SECRET"); err != nil || s != "from-env" {
+		t.Errorf("env: %q, %v", s, err)
+	}
+	for name, call := range map[string][2]string{
+		"empty file": {empty, ""}, "missing file": {filepath.Join(dir, "nope"), ""},
+		"unset env": {"", "HSMKMS_TEST_UNSET"}, "no source": {"", ""},
+	} {
+		if s, err := readSecret(call[0], call[1]); err == nil {
+			t.Errorf("%s: got secret %q, want an error", name, s)
+		}
+	}
+}
+
+func TestServeFlagsAndConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write("good.yaml", `version: v1
+region: eu-west-1
+listen: 127.0.0.1:9000
+pkcs11:
+  token_label: prod
+  pin_file: /run/pin
+principals:
+  - arn: arn:aws:iam::111122223333:user/alice
+    access_keys: [{id: AKIAALICE, secret_env: ALICE_SECRET}]
+`)
+	o, err := parseServeFlags([]string{"--config", good, "--region", "us-west-2"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.region != "us-west-2" || o.listen != "127.0.0.1:9000" || o.tokenLabel != "prod" || o.pinFile != "/run/pin" {
+		t.Fatalf("options %+v: flags must override the file, the file the defaults", o)
+	}
+	t.Setenv("ALICE_SECRET", "alice-secret")
+	creds, err := o.credentials()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, ok := creds.Lookup("AKIAALICE"); !ok || string(c.Secret) != "alice-secret" {
+		t.Fatalf("credential for AKIAALICE: %+v, %v", c, ok)
+	}
+
+	bad := []struct{ name, file, want string }{
+		{"unknown field", write("unknown.yaml", "version: v1\nlisten_on: x\n"), "listen_on"},
+		{"wrong version", write("v2.yaml", "version: v2\n"), "version must be v1"},
+		{"no principals", write("none.yaml", "version: v1\npkcs11: {token_label: x}\n"), "no principals"},
+	}
+	for _, tc := range bad {
+		if _, err := parseServeFlags([]string{"--config", tc.file}, io.Discard); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error mentioning %q", tc.name, err, tc.want)
+		}
+	}
+	for name, args := range map[string][]string{
+		"dev on a public address": {"--dev", "--listen", "0.0.0.0:8080"},
+		"label and serial":        {"--dev", "--token-label", "a", "--token-serial", "b"},
+	} {
+		if _, err := parseServeFlags(args, io.Discard); err == nil {
+			t.Errorf("%s: accepted %v", name, args)
+		}
+	}
+	if _, err := parseServeFlags([]string{}, io.Discard); err == nil || !strings.Contains(err.Error(), "--token-label") {
+		t.Errorf("no token and no --dev: %v", err)
+	}
+	if o, err := parseServeFlags([]string{"--dev"}, io.Discard); err != nil || !o.sessionKeyCopies || o.tokenLabel != "hsmkms-dev" {
+		t.Errorf("--dev defaults: %+v, %v", o, err)
+	}
+}
