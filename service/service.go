@@ -188,7 +188,7 @@ func (s *Service) resolve(ctx context.Context, caller Caller, field, keyID strin
 		region, acct, resource := parts[3], parts[4], parts[5]
 		switch {
 		case strings.HasPrefix(resource, "alias/"):
-			return nil, s.aliasNotFound(keyID, forms)
+			return nil, aliasNotFound(keyID)
 		case strings.HasPrefix(resource, "key/"):
 			id = strings.TrimPrefix(resource, "key/")
 		default:
@@ -200,7 +200,7 @@ func (s *Service) resolve(ctx context.Context, caller Caller, field, keyID strin
 		}
 		account = acct
 	} else if strings.HasPrefix(keyID, "alias/") {
-		return nil, s.aliasNotFound("arn:"+s.partition+":kms:"+s.region+":"+caller.Account+":"+keyID, forms)
+		return nil, aliasNotFound("arn:" + s.partition + ":kms:" + s.region + ":" + caller.Account + ":" + keyID)
 	}
 	if _, err := blob.ParseKeyID(id); err != nil {
 		if isMRKID(id) {
@@ -221,10 +221,10 @@ func (s *Service) resolve(ctx context.Context, caller Caller, field, keyID strin
 	return k, nil
 }
 
-// aliasNotFound: aliases are not implemented yet, so every alias is unknown.
-// Management operations that take only key ids or ARNs refuse aliases the
-// same way AWS does (the alias "key" does not exist).
-func (s *Service) aliasNotFound(aliasARN string, forms keyIDForms) error {
+// aliasNotFound: aliases are not implemented yet, so every alias is unknown,
+// for every operation. When aliases land, resolve uses forms to refuse them
+// in the management operations that take only key ids or ARNs, as AWS does.
+func aliasNotFound(aliasARN string) error {
 	return Errorf(ExcNotFound, "Alias %s is not found.", aliasARN)
 }
 
