@@ -27,7 +27,7 @@ type fixture struct {
 	store *store.Bolt
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	tok := softhsmtest.Token(t)
 	tk, err := hsm.Open(context.Background(), hsm.Config{ModulePath: tok.ModulePath, TokenLabel: tok.Label,
@@ -48,7 +48,7 @@ func newFixture(t *testing.T) *fixture {
 	return &fixture{svc: svc, token: tk, store: st}
 }
 
-func (f *fixture) key(t *testing.T) KeyMetadata {
+func (f *fixture) key(t testing.TB) KeyMetadata {
 	t.Helper()
 	out, err := f.svc.CreateKey(context.Background(), alice, CreateKeyInput{})
 	if err != nil {
