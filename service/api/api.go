@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -253,9 +254,24 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 // wrong type (including bad base64 in a blob field), is SerializationException.
 func decode(body []byte, in any) error {
 	if err := json.Unmarshal(body, in); err != nil {
-		return &service.Error{Code: service.ExcSerialization, Message: serializationMessage(err), Cause: err}
+		return &service.Error{Code: service.ExcSerialization, Message: serializationMessage(err), Cause: sanitized(err)}
 	}
 	return nil
+}
+
+// sanitized keeps what a log needs from a decoding error — its type, the
+// field and the offset — and drops its text, which can quote the body (and so
+// plaintext).
+func sanitized(err error) error {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		return fmt.Errorf("json syntax error at offset %d", se.Offset)
+	case errors.As(err, &te):
+		return fmt.Errorf("json value of type %s for field %q (want %s) at offset %d", te.Value, te.Field, te.Type, te.Offset)
+	}
+	return fmt.Errorf("json decoding failed (%T)", err)
 }
 
 func serializationMessage(err error) string {

@@ -68,3 +68,26 @@ func TestBuffersAreZeroedBeforeReuse(t *testing.T) {
 		}
 	}
 }
+
+// A decoding error's text can quote the request body; what is logged keeps
+// only its type, field and offset.
+func TestDecodeErrorsDoNotQuoteTheBody(t *testing.T) {
+	t.Parallel()
+	for name, body := range map[string]string{
+		"syntax":      `{"Plaintext": "c2VjcmV0"x}`,
+		"type":        `{"KeyId": ["c2VjcmV0"]}`,
+		"bad base64":  `{"Plaintext": "c2VjcmV0!!!"}`,
+		"bad literal": `{"DryRun": tQ}`, // encoding/json's text would quote 'Q'
+	} {
+		var in service.EncryptInput
+		err := decode([]byte(body), &in)
+		e := service.AsError(err)
+		if e.Code != service.ExcSerialization {
+			t.Errorf("%s: %v, want SerializationException", name, err)
+			continue
+		}
+		if strings.Contains(e.Error(), "c2VjcmV0") || strings.Contains(e.Error(), "'Q'") {
+			t.Errorf("%s: error %q quotes the body", name, e.Error())
+		}
+	}
+}
