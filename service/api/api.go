@@ -116,12 +116,11 @@ var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 func getBuf() *bytes.Buffer { return bufPool.Get().(*bytes.Buffer) }
 
 func putBuf(b *bytes.Buffer) {
-	if b.Cap() > 1<<20 {
-		return
-	}
 	clear(b.Bytes()[:b.Cap()])
 	b.Reset()
-	bufPool.Put(b)
+	if b.Cap() <= 1<<20 { // a rare huge buffer is zeroed, then left to the GC
+		bufPool.Put(b)
+	}
 }
 
 // requestIDKey stores the request id in the echo context.

@@ -91,3 +91,16 @@ func TestDecodeErrorsDoNotQuoteTheBody(t *testing.T) {
 		}
 	}
 }
+
+func TestLargeBuffersAreZeroedToo(t *testing.T) {
+	b := getBuf()
+	b.Write(make([]byte, 2<<20))
+	b.WriteString("c2VjcmV0")
+	backing := b.Bytes()[:b.Cap()]
+	putBuf(b)
+	for i, c := range backing {
+		if c != 0 {
+			t.Fatalf("byte %d of a dropped buffer is %q, want 0", i, c)
+		}
+	}
+}
