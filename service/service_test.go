@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/hsmkms/hsmkms/blob"
 	"github.com/hsmkms/hsmkms/hsm"
 	"github.com/hsmkms/hsmkms/service/store"
@@ -222,8 +224,7 @@ func TestMissingMaterialAndReconcile(t *testing.T) {
 	if e := wantCode(t, err, ExcKeyUnavailable); e.HTTPStatus() != 500 {
 		t.Fatalf("status %d, want 500", e.HTTPStatus())
 	}
-	orphan := hsm.KeyRef{Version: 1}
-	orphan.KeyID[0], orphan.KeyID[15] = 0xee, 0x01
+	orphan := hsm.KeyRef{KeyID: uuid.New(), Version: 1} // unique: the token lives as long as the process
 	if err := f.token.GenerateAESKey(ctx, orphan); err != nil {
 		t.Fatal(err)
 	}
