@@ -20,6 +20,7 @@ const (
 	ExcIncorrectKey        = "IncorrectKeyException"
 	ExcInvalidCiphertext   = "InvalidCiphertextException"
 	ExcInvalidGrantToken   = "InvalidGrantTokenException"
+	ExcInvalidAliasName    = "InvalidAliasNameException"
 	ExcInvalidKeyUsage     = "InvalidKeyUsageException"
 	ExcInvalidMarker       = "InvalidMarkerException"
 	ExcInvalidState        = "KMSInvalidStateException"

@@ -2,7 +2,6 @@ package service
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/hsmkms/hsmkms/blob"
 	"github.com/hsmkms/hsmkms/service/store"
 )
 
@@ -154,7 +152,15 @@ func (s *Service) metadata(k *key) KeyMetadata {
 		KeyUsage:              r.KeyUsage,
 		MultiRegion:           false,
 		Origin:                r.Origin,
+		DeletionDate:          deletionDate(r),
 	}
+}
+
+func deletionDate(r *store.Key) *Time {
+	if r.State != StatePendingDeletion {
+		return nil
+	}
+	return &Time{r.DeletionDate}
 }
 
 // DescribeKey returns a key's metadata. It works in every key state.
@@ -169,19 +175,6 @@ func (s *Service) DescribeKey(ctx context.Context, caller Caller, in DescribeKey
 		return nil, err
 	}
 	return &DescribeKeyOutput{KeyMetadata: s.metadata(k)}, nil
-}
-
-// markers are opaque to clients: base64url of the last key id listed.
-func encodeMarker(lastID string) string { return base64.RawURLEncoding.EncodeToString([]byte(lastID)) }
-
-func decodeMarker(m string) (string, error) {
-	b, err := base64.RawURLEncoding.DecodeString(m)
-	if err == nil {
-		if _, perr := blob.ParseKeyID(string(b)); perr == nil {
-			return string(b), nil
-		}
-	}
-	return "", Errorf(ExcInvalidMarker, "Invalid marker")
 }
 
 // ListKeys lists the caller's account's keys in key id order.
@@ -199,8 +192,8 @@ func (s *Service) ListKeys(ctx context.Context, caller Caller, in ListKeysInput)
 	after := ""
 	if in.Marker != nil {
 		var err error
-		if after, err = decodeMarker(*in.Marker); err != nil {
-			return nil, err
+		if after, err = s.markers.open("keys", *in.Marker); err != nil {
+			return nil, Errorf(ExcInvalidMarker, "Invalid marker")
 		}
 	}
 	recs, more, err := s.store.ListKeys(ctx, caller.Account, after, limit)
@@ -212,18 +205,14 @@ func (s *Service) ListKeys(ctx context.Context, caller Caller, in ListKeysInput)
 		out.Keys = append(out.Keys, KeyListEntry{KeyId: r.ID, KeyArn: s.keyARN(r.Account, r.ID)})
 	}
 	if more {
-		out.NextMarker = encodeMarker(recs[len(recs)-1].ID)
+		out.NextMarker = s.markers.seal("keys", recs[len(recs)-1].ID)
 	}
 	return out, nil
 }
 
 // setEnabled implements EnableKey and DisableKey.
 func (s *Service) setEnabled(ctx context.Context, caller Caller, keyID string, enable bool) error {
-	k, err := s.resolve(ctx, caller, "keyId", keyID, idOrARN)
-	if err != nil {
-		return err
-	}
-	rec, err := s.store.UpdateKey(ctx, k.rec.ID, func(r *store.Key) error {
+	return s.updateKey(ctx, caller, keyID, func(k *key, r *store.Key) error {
 		switch r.State {
 		case StateEnabled, StateDisabled, StateUnavailable:
 		case StatePendingDeletion:
@@ -240,11 +229,6 @@ func (s *Service) setEnabled(ctx context.Context, caller Caller, keyID string, e
 		}
 		return nil
 	})
-	if err != nil {
-		return AsError(err)
-	}
-	_, err = s.remember(rec)
-	return err
 }
 
 // EnableKey sets a key's state to Enabled.

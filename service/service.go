@@ -59,6 +59,9 @@ type Config struct {
 	Partition string
 	// Now is the clock (default time.Now); tests inject their own.
 	Now func() time.Time
+	// TestHook, if set, is called at each phase of a key deletion (Phase*
+	// constants) with the key id. Crash tests stop the process there.
+	TestHook func(phase, keyID string)
 }
 
 // Service runs KMS operations. It is safe for concurrent use.
@@ -73,6 +76,9 @@ type Service struct {
 	// material ids) so the hot path neither reads the disk nor formats
 	// strings. Every write through this package refreshes the entry.
 	keys sync.Map // key id -> *key
+
+	markers  markers
+	testHook func(phase, keyID string)
 }
 
 // New returns a Service over a logged-in token and an open store.
@@ -89,7 +95,16 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Service{token: cfg.Token, store: cfg.Store, region: cfg.Region, partition: cfg.Partition, now: cfg.Now}, nil
+	s := &Service{token: cfg.Token, store: cfg.Store, region: cfg.Region, partition: cfg.Partition, now: cfg.Now,
+		testHook: cfg.TestHook}
+	key, err := cfg.Store.Setting(context.Background(), "marker-hmac-key", func() ([]byte, error) {
+		return cfg.Token.Random(context.Background(), 32)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("service: pagination marker key: %w", err)
+	}
+	s.markers = markers{key: key}
+	return s, nil
 }
 
 // Region returns the region the service answers for.
@@ -186,21 +201,24 @@ func (s *Service) resolve(ctx context.Context, caller Caller, field, keyID strin
 			return nil, Errorf(ExcNotFound, "Invalid arn %s", keyID)
 		}
 		region, acct, resource := parts[3], parts[4], parts[5]
-		switch {
-		case strings.HasPrefix(resource, "alias/"):
-			return nil, aliasNotFound(keyID)
-		case strings.HasPrefix(resource, "key/"):
-			id = strings.TrimPrefix(resource, "key/")
-		default:
-			return nil, Errorf(ExcNotFound, "Invalid arn %s", keyID)
-		}
 		if region != s.region || parts[1] != s.partition {
 			// AWS's answer for a key ARN of another region (recorded).
 			return nil, Errorf(ExcNotFound, "Invalid arn %s", region)
 		}
+		switch {
+		case strings.HasPrefix(resource, "alias/") && forms == idARNOrAlias:
+			return s.resolveAlias(ctx, caller, acct, resource, keyID)
+		case strings.HasPrefix(resource, "key/"):
+			id = strings.TrimPrefix(resource, "key/")
+		default:
+			return nil, Errorf(ExcNotFound, "Invalid keyId '%s'", keyID)
+		}
 		account = acct
 	} else if strings.HasPrefix(keyID, "alias/") {
-		return nil, aliasNotFound("arn:" + s.partition + ":kms:" + s.region + ":" + caller.Account + ":" + keyID)
+		if forms != idARNOrAlias {
+			return nil, Errorf(ExcNotFound, "Invalid keyId '%s'", keyID)
+		}
+		return s.resolveAlias(ctx, caller, caller.Account, keyID, s.aliasARN(caller.Account, keyID))
 	}
 	if _, err := blob.ParseKeyID(id); err != nil {
 		if isMRKID(id) {
@@ -221,11 +239,27 @@ func (s *Service) resolve(ctx context.Context, caller Caller, field, keyID strin
 	return k, nil
 }
 
-// aliasNotFound: aliases are not implemented yet, so every alias is unknown,
-// for every operation. When aliases land, resolve uses forms to refuse them
-// in the management operations that take only key ids or ARNs, as AWS does.
-func aliasNotFound(aliasARN string) error {
-	return Errorf(ExcNotFound, "Alias %s is not found.", aliasARN)
+func (s *Service) aliasARN(account, name string) string {
+	return "arn:" + s.partition + ":kms:" + s.region + ":" + account + ":" + name
+}
+
+// resolveAlias finds the key an alias of account names; from memory.
+func (s *Service) resolveAlias(ctx context.Context, caller Caller, account, name, asGiven string) (*key, error) {
+	a, err := s.store.GetAlias(ctx, account, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, Errorf(ExcNotFound, "Alias %s is not found.", s.aliasARN(account, name))
+	}
+	if err != nil {
+		return nil, internal(err)
+	}
+	k, err := s.cached(ctx, a.TargetKeyID)
+	if err != nil {
+		return nil, internal(fmt.Errorf("alias %s names missing key %s: %w", asGiven, a.TargetKeyID, err))
+	}
+	if k.rec.Account != caller.Account {
+		return nil, accessDenied(caller, "", k.arn)
+	}
+	return k, nil
 }
 
 func isMRKID(id string) bool {

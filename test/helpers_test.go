@@ -124,13 +124,17 @@ func startServer(t testing.TB) *server {
 		t.Fatalf("api.New: %v", err)
 	}
 	hs := httptest.NewServer(h)
+	// A transport per server: a shared one could hand a request an idle
+	// connection to an earlier server whose port the OS has since reused.
+	tr := &http.Transport{Proxy: nil, MaxIdleConns: 64, MaxIdleConnsPerHost: 64, IdleConnTimeout: 30 * time.Second}
 	t.Cleanup(func() {
+		tr.CloseIdleConnections()
 		hs.Close()
 		if err := st.Close(); err != nil {
 			t.Errorf("close store: %v", err)
 		}
 	})
-	return &server{URL: hs.URL, Token: tok, http: &http.Client{Transport: transport, Timeout: 30 * time.Second}}
+	return &server{URL: hs.URL, Token: tok, http: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
 }
 
 // newClient returns an SDK client for url with the given static credentials

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -52,6 +53,7 @@ type options struct {
 	sessionKeyCopies                bool
 	sessionKeyCopiesSet             bool
 	logLevel                        string
+	reapInterval                    time.Duration
 	file                            fileConfig
 }
 
@@ -82,6 +84,7 @@ func parseServeFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil
 	})
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.DurationVar(&o.reapInterval, "reap-interval", time.Minute, "how often keys whose deletion date passed are deleted")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}

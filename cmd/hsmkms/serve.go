@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/hsmkms/hsmkms/hsm"
@@ -70,7 +71,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			log.Error("close store", "err", err)
 		}
 	}()
-	svc, err := service.New(service.Config{Token: tok, Store: st, Region: o.region})
+	now, hook, err := testHooks()
+	if err != nil {
+		return err
+	}
+	svc, err := service.New(service.Config{Token: tok, Store: st, Region: o.region, Now: now, TestHook: hook})
 	if err != nil {
 		return err
 	}
@@ -106,6 +111,14 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "  aws kms create-key --endpoint-url %s\n", endpoint)
 	}
 
+	if o.reapInterval <= 0 {
+		return fmt.Errorf("--reap-interval must be positive")
+	}
+	reapCtx, stopReaper := context.WithCancel(ctx)
+	reaperDone := make(chan struct{})
+	go func() { defer close(reaperDone); svc.RunReaper(reapCtx, o.reapInterval, log) }()
+	defer func() { stopReaper(); <-reaperDone }()
+
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -123,6 +136,35 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	return nil
+}
+
+// testHooks reads the two hooks end-to-end tests use on the real binary:
+// HSMKMS_TEST_CLOCK_OFFSET (a duration the service clock runs ahead, so a
+// deletion date can pass without waiting days) and HSMKMS_TEST_CRASH_AT (a
+// deletion phase at which the process kills itself with SIGKILL). Neither is
+// set in production; each is announced in the log when it is.
+func testHooks() (func() time.Time, func(phase, keyID string), error) {
+	var now func() time.Time
+	if v := os.Getenv("HSMKMS_TEST_CLOCK_OFFSET"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return nil, nil, fmt.Errorf("HSMKMS_TEST_CLOCK_OFFSET: %w", err)
+		}
+		fmt.Fprintf(os.Stderr, "hsmkms: TEST HOOK: clock runs %s ahead\n", d)
+		now = func() time.Time { return time.Now().Add(d) }
+	}
+	var hook func(string, string)
+	if phase := os.Getenv("HSMKMS_TEST_CRASH_AT"); phase != "" {
+		fmt.Fprintf(os.Stderr, "hsmkms: TEST HOOK: will crash at deletion phase %q\n", phase)
+		hook = func(p, keyID string) {
+			if p == phase {
+				fmt.Fprintf(os.Stderr, "hsmkms: TEST HOOK: crashing at %s of %s\n", p, keyID)
+				syscall.Kill(os.Getpid(), syscall.SIGKILL)
+				select {}
+			}
+		}
+	}
+	return now, hook, nil
 }
 
 // tokenPIN returns the user PIN. With --dev the SoftHSM2 token under the data

@@ -62,6 +62,17 @@ var operations = map[string]operation{
 		return s.GenerateDataKey(ctx, c, in, false)
 	}, nil),
 	"TrentService.GenerateRandom": op((*service.Service).GenerateRandom, nil),
+
+	"TrentService.CreateAlias":          noOutput((*service.Service).CreateAlias),
+	"TrentService.UpdateAlias":          noOutput((*service.Service).UpdateAlias),
+	"TrentService.DeleteAlias":          noOutput((*service.Service).DeleteAlias),
+	"TrentService.ListAliases":          op((*service.Service).ListAliases, nil),
+	"TrentService.TagResource":          noOutput((*service.Service).TagResource),
+	"TrentService.UntagResource":        noOutput((*service.Service).UntagResource),
+	"TrentService.ListResourceTags":     op((*service.Service).ListResourceTags, nil),
+	"TrentService.UpdateKeyDescription": noOutput((*service.Service).UpdateKeyDescription),
+	"TrentService.ScheduleKeyDeletion":  op((*service.Service).ScheduleKeyDeletion, nil),
+	"TrentService.CancelKeyDeletion":    op((*service.Service).CancelKeyDeletion, nil),
 }
 
 // Operations returns the names of the supported operations.

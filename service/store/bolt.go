@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,14 +12,22 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-var keysBucket = []byte("keys")
+var (
+	keysBucket     = []byte("keys")
+	aliasesBucket  = []byte("aliases")
+	settingsBucket = []byte("settings")
+)
+
+// aliasKey is an alias's key in the bucket and the map: account, NUL, name.
+func aliasKey(account, name string) string { return account + "\x00" + name }
 
 // Bolt is the embedded store: one bbolt file, every record also in memory.
 type Bolt struct {
 	db *bolt.DB
 
-	mu   sync.RWMutex
-	keys map[string]Key
+	mu      sync.RWMutex
+	keys    map[string]Key
+	aliases map[string]Alias // by aliasKey
 }
 
 // Open opens (creating if needed) the bbolt file at path and loads every
@@ -28,8 +37,29 @@ func Open(path string) (*Bolt, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
-	s := &Bolt{db: db, keys: make(map[string]Key)}
+	s := &Bolt{db: db, keys: make(map[string]Key), aliases: make(map[string]Alias)}
 	err = db.Update(func(tx *bolt.Tx) error {
+		if _, err := tx.CreateBucketIfNotExists(settingsBucket); err != nil {
+			return err
+		}
+		ab, err := tx.CreateBucketIfNotExists(aliasesBucket)
+		if err != nil {
+			return err
+		}
+		err = ab.ForEach(func(k, v []byte) error {
+			var a Alias
+			if err := json.Unmarshal(v, &a); err != nil {
+				return fmt.Errorf("alias %q: %w", k, err)
+			}
+			if aliasKey(a.Account, a.Name) != string(k) {
+				return fmt.Errorf("alias %q: inconsistent", k)
+			}
+			s.aliases[string(k)] = a
+			return nil
+		})
+		if err != nil {
+			return err
+		}
 		b, err := tx.CreateBucketIfNotExists(keysBucket)
 		if err != nil {
 			return err
@@ -135,6 +165,160 @@ func (s *Bolt) ListKeys(_ context.Context, account, after string, limit int) ([]
 	}
 	s.mu.RUnlock()
 	return out, more, nil
+}
+
+// DeleteKey implements Store.
+func (s *Bolt) DeleteKey(_ context.Context, id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.keys[id]; !ok {
+		return ErrNotFound
+	}
+	var gone []string
+	for k, a := range s.aliases {
+		if a.TargetKeyID == id {
+			gone = append(gone, k)
+		}
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		ab := tx.Bucket(aliasesBucket)
+		for _, k := range gone {
+			if err := ab.Delete([]byte(k)); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(keysBucket).Delete([]byte(id))
+	})
+	if err != nil {
+		return fmt.Errorf("store: delete key: %w", err)
+	}
+	for _, k := range gone {
+		delete(s.aliases, k)
+	}
+	delete(s.keys, id)
+	return nil
+}
+
+func (s *Bolt) putAlias(a Alias) error {
+	v, err := json.Marshal(a)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(aliasesBucket).Put([]byte(aliasKey(a.Account, a.Name)), v)
+	})
+}
+
+// CreateAlias implements Store.
+func (s *Bolt) CreateAlias(_ context.Context, a Alias) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := aliasKey(a.Account, a.Name)
+	if _, ok := s.aliases[k]; ok {
+		return ErrExists
+	}
+	if _, ok := s.keys[a.TargetKeyID]; !ok {
+		return fmt.Errorf("store: alias %s: target key %s: %w", a.Name, a.TargetKeyID, ErrNotFound)
+	}
+	if err := s.putAlias(a); err != nil {
+		return fmt.Errorf("store: create alias: %w", err)
+	}
+	s.aliases[k] = a
+	return nil
+}
+
+// GetAlias implements Store.
+func (s *Bolt) GetAlias(_ context.Context, account, name string) (Alias, error) {
+	s.mu.RLock()
+	a, ok := s.aliases[aliasKey(account, name)]
+	s.mu.RUnlock()
+	if !ok {
+		return Alias{}, ErrNotFound
+	}
+	return a, nil
+}
+
+// UpdateAlias implements Store.
+func (s *Bolt) UpdateAlias(_ context.Context, account, name string, fn func(*Alias) error) (Alias, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := aliasKey(account, name)
+	a, ok := s.aliases[k]
+	if !ok {
+		return Alias{}, ErrNotFound
+	}
+	if err := fn(&a); err != nil {
+		return Alias{}, err
+	}
+	if aliasKey(a.Account, a.Name) != k {
+		return Alias{}, fmt.Errorf("store: update of alias %s would rename it", name)
+	}
+	if _, ok := s.keys[a.TargetKeyID]; !ok {
+		return Alias{}, fmt.Errorf("store: alias %s: target key %s: %w", a.Name, a.TargetKeyID, ErrNotFound)
+	}
+	if err := s.putAlias(a); err != nil {
+		return Alias{}, fmt.Errorf("store: update alias: %w", err)
+	}
+	s.aliases[k] = a
+	return a, nil
+}
+
+// DeleteAlias implements Store.
+func (s *Bolt) DeleteAlias(_ context.Context, account, name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := aliasKey(account, name)
+	if _, ok := s.aliases[k]; !ok {
+		return ErrNotFound
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(aliasesBucket).Delete([]byte(k)) })
+	if err != nil {
+		return fmt.Errorf("store: delete alias: %w", err)
+	}
+	delete(s.aliases, k)
+	return nil
+}
+
+// ListAliases implements Store.
+func (s *Bolt) ListAliases(_ context.Context, account, keyID, after string, limit int) ([]Alias, bool, error) {
+	s.mu.RLock()
+	var out []Alias
+	for _, a := range s.aliases {
+		if a.Account == account && a.Name > after && (keyID == "" || a.TargetKeyID == keyID) {
+			out = append(out, a)
+		}
+	}
+	s.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	more := len(out) > limit
+	if more {
+		out = out[:limit]
+	}
+	return out, more, nil
+}
+
+// Setting implements Store.
+func (s *Bolt) Setting(_ context.Context, name string, init func() ([]byte, error)) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []byte
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(settingsBucket)
+		if v := b.Get([]byte(name)); v != nil {
+			out = bytes.Clone(v)
+			return nil
+		}
+		v, err := init()
+		if err != nil {
+			return err
+		}
+		out = v
+		return b.Put([]byte(name), v)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: setting %s: %w", name, err)
+	}
+	return out, nil
 }
 
 // AllKeys implements Store.

@@ -126,3 +126,69 @@ func TestBoltListKeysPaginates(t *testing.T) {
 		}
 	}
 }
+
+func TestBoltAliases(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "meta.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k1, k2 := newKey("00000000-0000-4000-8000-000000000001", "A"), newKey("00000000-0000-4000-8000-000000000002", "A")
+	s.CreateKey(ctx, k1)
+	s.CreateKey(ctx, k2)
+	for _, a := range []Alias{
+		{Name: "alias/one", Account: "A", TargetKeyID: k1.ID},
+		{Name: "alias/two", Account: "A", TargetKeyID: k1.ID},
+		{Name: "alias/three", Account: "A", TargetKeyID: k2.ID},
+		{Name: "alias/one", Account: "B", TargetKeyID: k2.ID}, // names are per account
+	} {
+		if err := s.CreateAlias(ctx, a); err != nil {
+			t.Fatalf("CreateAlias %+v: %v", a, err)
+		}
+	}
+	if err := s.CreateAlias(ctx, Alias{Name: "alias/one", Account: "A", TargetKeyID: k2.ID}); !errors.Is(err, ErrExists) {
+		t.Fatalf("duplicate alias: %v", err)
+	}
+	if err := s.CreateAlias(ctx, Alias{Name: "alias/x", Account: "A", TargetKeyID: "nope"}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("alias to a missing key: %v", err)
+	}
+	if _, err := s.UpdateAlias(ctx, "A", "alias/two", func(a *Alias) error { a.TargetKeyID = k2.ID; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	list, more, _ := s.ListAliases(ctx, "A", k2.ID, "", 10)
+	if more || len(list) != 2 || list[0].Name != "alias/three" || list[1].Name != "alias/two" {
+		t.Fatalf("aliases of k2: %+v", list)
+	}
+	page, more, _ := s.ListAliases(ctx, "A", "", "", 2)
+	if !more || len(page) != 2 || page[0].Name != "alias/one" {
+		t.Fatalf("first page: %+v %v", page, more)
+	}
+	// Deleting a key removes its aliases with it, durably.
+	if err := s.DeleteKey(ctx, k2.ID); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	list, _, _ = s.ListAliases(ctx, "A", "", "", 10)
+	if len(list) != 1 || list[0].Name != "alias/one" {
+		t.Fatalf("after deleting k2: %+v", list)
+	}
+	if _, err := s.GetAlias(ctx, "B", "alias/one"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("B's alias to the deleted key survived: %v", err)
+	}
+	if _, err := s.GetKey(ctx, k2.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("deleted key still there: %v", err)
+	}
+	if err := s.DeleteAlias(ctx, "A", "alias/one"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteAlias(ctx, "A", "alias/one"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("second DeleteAlias: %v", err)
+	}
+}

@@ -37,6 +37,13 @@ type Key struct {
 	Origin      string    `json:"origin"`
 	Policy      string    `json:"policy,omitempty"`
 	Tags        []Tag     `json:"tags,omitempty"`
+	// DeletionDate is when a key pending deletion is deleted; zero otherwise.
+	DeletionDate        time.Time `json:"deletionDate,omitzero"`
+	PendingWindowInDays int32     `json:"pendingWindowInDays,omitempty"`
+	// Destroying is set, durably, before the key's token objects are
+	// destroyed; a record with it set is finished off (objects destroyed,
+	// record removed) at the next start, whatever happened in between.
+	Destroying bool `json:"destroying,omitempty"`
 	// Versions lists the key's material versions in the token, oldest first;
 	// the last one is current. Old versions are kept so old ciphertexts decrypt.
 	Versions []Version `json:"versions"`
@@ -74,6 +81,15 @@ func (k Key) Clone() Key {
 	return k
 }
 
+// Alias is a friendly name for a key, unique within an account.
+type Alias struct {
+	Name        string    `json:"name"` // "alias/…"
+	Account     string    `json:"account"`
+	TargetKeyID string    `json:"target"`
+	CreatedAt   time.Time `json:"createdAt"`
+	UpdatedAt   time.Time `json:"updatedAt"`
+}
+
 // Store persists key metadata. Implementations are safe for concurrent use.
 type Store interface {
 	// CreateKey stores a new record; ErrExists if the id is taken.
@@ -86,6 +102,28 @@ type Store interface {
 	// ListKeys returns up to limit records of account with ids greater than
 	// after, in id order, and whether more follow.
 	ListKeys(ctx context.Context, account, after string, limit int) ([]Key, bool, error)
+	// DeleteKey removes a key record and every alias that names it, in one
+	// transaction. ErrNotFound if there is no such record.
+	DeleteKey(ctx context.Context, id string) error
+
+	// CreateAlias stores a new alias; ErrExists if the account has one of
+	// that name.
+	CreateAlias(ctx context.Context, a Alias) error
+	// GetAlias returns an account's alias, from memory; ErrNotFound if none.
+	GetAlias(ctx context.Context, account, name string) (Alias, error)
+	// UpdateAlias applies fn to a copy of the alias and stores the result.
+	UpdateAlias(ctx context.Context, account, name string, fn func(*Alias) error) (Alias, error)
+	// DeleteAlias removes an alias; ErrNotFound if there is none.
+	DeleteAlias(ctx context.Context, account, name string) error
+	// ListAliases returns up to limit aliases of account (naming keyID, if
+	// set) with names greater than after, in name order, and whether more
+	// follow.
+	ListAliases(ctx context.Context, account, keyID, after string, limit int) ([]Alias, bool, error)
+
+	// Setting returns the named service setting, creating it with init (once,
+	// durably) if it does not exist yet.
+	Setting(ctx context.Context, name string, init func() ([]byte, error)) ([]byte, error)
+
 	// AllKeys returns every record, of every account, in id order.
 	AllKeys(ctx context.Context) ([]Key, error)
 	// Close flushes and closes the store.
