@@ -156,7 +156,9 @@ func (s *Service) hook(phase, id string) {
 	}
 }
 
-// RunReaper calls ReapDue at start and then every interval until ctx ends.
+// RunReaper runs the scheduled key work at start and then every interval
+// until ctx ends: deletions whose date passed (ReapDue) and automatic
+// rotations that are due (RotateDue), catching up after downtime.
 func (s *Service) RunReaper(ctx context.Context, interval time.Duration, log *slog.Logger) {
 	for {
 		n, err := s.ReapDue(ctx)
@@ -165,6 +167,13 @@ func (s *Service) RunReaper(ctx context.Context, interval time.Duration, log *sl
 		}
 		if err != nil {
 			log.Error("key deletion failed; retrying at the next pass", "err", err)
+		}
+		n, err = s.RotateDue(ctx)
+		if n > 0 {
+			log.Info("rotated keys whose rotation date passed", "keys", n)
+		}
+		if err != nil {
+			log.Error("automatic rotation failed; retrying at the next pass", "err", err)
 		}
 		select {
 		case <-ctx.Done():

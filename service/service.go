@@ -79,6 +79,7 @@ type Service struct {
 
 	markers  markers
 	testHook func(phase, keyID string)
+	rotateMu sync.Mutex // one rotation at a time picks the next version
 }
 
 // New returns a Service over a logged-in token and an open store.

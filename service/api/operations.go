@@ -73,6 +73,11 @@ var operations = map[string]operation{
 	"TrentService.UpdateKeyDescription": noOutput((*service.Service).UpdateKeyDescription),
 	"TrentService.ScheduleKeyDeletion":  op((*service.Service).ScheduleKeyDeletion, nil),
 	"TrentService.CancelKeyDeletion":    op((*service.Service).CancelKeyDeletion, nil),
+	"TrentService.EnableKeyRotation":    noOutput((*service.Service).EnableKeyRotation),
+	"TrentService.DisableKeyRotation":   noOutput((*service.Service).DisableKeyRotation),
+	"TrentService.GetKeyRotationStatus": op((*service.Service).GetKeyRotationStatus, nil),
+	"TrentService.RotateKeyOnDemand":    op((*service.Service).RotateKeyOnDemand, nil),
+	"TrentService.ListKeyRotations":     op((*service.Service).ListKeyRotations, nil),
 }
 
 // Operations returns the names of the supported operations.

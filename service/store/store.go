@@ -44,6 +44,11 @@ type Key struct {
 	// destroyed; a record with it set is finished off (objects destroyed,
 	// record removed) at the next start, whatever happened in between.
 	Destroying bool `json:"destroying,omitempty"`
+	// Automatic rotation: on or off, its period, and the date the period
+	// counts from (enabling, or the last automatic rotation).
+	RotationEnabled      bool      `json:"rotationEnabled,omitempty"`
+	RotationPeriodInDays int32     `json:"rotationPeriodInDays,omitempty"`
+	RotationBase         time.Time `json:"rotationBase,omitzero"`
 	// Versions lists the key's material versions in the token, oldest first;
 	// the last one is current. Old versions are kept so old ciphertexts decrypt.
 	Versions []Version `json:"versions"`
@@ -53,6 +58,8 @@ type Key struct {
 type Version struct {
 	Number    uint32    `json:"n"`
 	CreatedAt time.Time `json:"createdAt"`
+	// Rotation says how a version after the first came: AUTOMATIC or ON_DEMAND.
+	Rotation string `json:"rotation,omitempty"`
 }
 
 // Tag is a key's resource tag.
