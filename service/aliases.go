@@ -120,18 +120,28 @@ func (s *Service) UpdateAlias(ctx context.Context, caller Caller, in CreateAlias
 	if err != nil {
 		return err
 	}
+	notFound := Errorf(ExcNotFound, "Alias %s is not found.", s.aliasARN(caller.Account, in.AliasName))
+	// The current target is read before the update: the store's callback
+	// runs under its lock and must not call back into the store.
+	a, err := s.store.GetAlias(ctx, caller.Account, in.AliasName)
+	if errors.Is(err, store.ErrNotFound) {
+		return notFound
+	}
+	if err != nil {
+		return internal(err)
+	}
+	if cur, err := s.cached(ctx, a.TargetKeyID); err == nil &&
+		(cur.rec.KeySpec != k.rec.KeySpec || cur.rec.KeyUsage != k.rec.KeyUsage) {
+		return Errorf(ExcValidation, "Alias %s cannot be changed from a %s %s key to a %s %s key.",
+			s.aliasARN(caller.Account, in.AliasName), cur.rec.KeySpec, cur.rec.KeyUsage, k.rec.KeySpec, k.rec.KeyUsage)
+	}
 	_, err = s.store.UpdateAlias(ctx, caller.Account, in.AliasName, func(a *store.Alias) error {
-		if cur, err := s.cached(ctx, a.TargetKeyID); err == nil &&
-			(cur.rec.KeySpec != k.rec.KeySpec || cur.rec.KeyUsage != k.rec.KeyUsage) {
-			return Errorf(ExcValidation, "Alias %s cannot be changed from a %s %s key to a %s %s key.",
-				s.aliasARN(caller.Account, in.AliasName), cur.rec.KeySpec, cur.rec.KeyUsage, k.rec.KeySpec, k.rec.KeyUsage)
-		}
 		a.TargetKeyID = k.rec.ID
 		a.UpdatedAt = s.now().UTC().Truncate(1e6)
 		return nil
 	})
 	if errors.Is(err, store.ErrNotFound) {
-		return Errorf(ExcNotFound, "Alias %s is not found.", s.aliasARN(caller.Account, in.AliasName))
+		return notFound
 	}
 	if err != nil {
 		return AsError(err)
@@ -158,12 +168,12 @@ func (s *Service) DeleteAlias(ctx context.Context, caller Caller, in DeleteAlias
 // those naming one key.
 func (s *Service) ListAliases(ctx context.Context, caller Caller, in ListAliasesInput) (*ListAliasesOutput, error) {
 	var v validation
-	v.intRange(in.Limit, "limit", 1, 1000)
+	v.intRange(in.Limit, "limit", 1, 100) // the API reference: 1-100, default 50
 	v.length(in.Marker, "marker", 1, 1024)
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	limit := 100
+	limit := 50
 	if in.Limit != nil {
 		limit = int(*in.Limit)
 	}

@@ -130,7 +130,9 @@ func (s *Service) CreateKey(ctx context.Context, caller Caller, in CreateKeyInpu
 		}
 		return nil, internal(err)
 	}
-	s.keys.Store(rec.ID, k)
+	if k, err = s.cached(ctx, rec.ID); err != nil {
+		return nil, internal(err)
+	}
 	return &CreateKeyOutput{KeyMetadata: s.metadata(k)}, nil
 }
 

@@ -150,25 +150,27 @@ func materialID(raw [16]byte, version uint32) string {
 
 func (k *key) ref(version uint32) hsm.KeyRef { return hsm.KeyRef{KeyID: k.raw, Version: version} }
 
-// cached returns the key with that id, from memory.
+// cached returns the key with that id. The store's in-memory record is the
+// truth; the derived values cached here are used only while they were built
+// from the record's current revision, so a concurrent update can never leave
+// a stale key in use (and a deleted key is never served).
 func (s *Service) cached(ctx context.Context, id string) (*key, error) {
-	if v, ok := s.keys.Load(id); ok {
-		return v.(*key), nil
-	}
 	rec, err := s.store.GetKey(ctx, id)
 	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			s.keys.Delete(id)
+		}
 		return nil, err
 	}
-	k, err := s.newKey(rec)
-	if err != nil {
-		return nil, internal(err)
-	}
-	s.keys.Store(id, k)
-	return k, nil
+	return s.remember(rec)
 }
 
-// remember refreshes the cache after a write.
+// remember returns the derived values of rec, building them only when the
+// cache holds none for this revision.
 func (s *Service) remember(rec store.Key) (*key, error) {
+	if v, ok := s.keys.Load(rec.ID); ok && v.(*key).rec.Revision == rec.Revision {
+		return v.(*key), nil
+	}
 	k, err := s.newKey(rec)
 	if err != nil {
 		return nil, internal(err)

@@ -104,6 +104,7 @@ func (s *Bolt) CreateKey(_ context.Context, k Key) error {
 		return ErrExists
 	}
 	k = k.Clone()
+	k.Revision = 1
 	if err := s.put(k); err != nil {
 		return fmt.Errorf("store: create key: %w", err)
 	}
@@ -138,6 +139,7 @@ func (s *Bolt) UpdateKey(_ context.Context, id string, fn func(*Key) error) (Key
 	if k.ID != id || len(k.Versions) == 0 {
 		return Key{}, fmt.Errorf("store: update of %s would corrupt the record", id)
 	}
+	k.Revision = s.keys[id].Revision + 1
 	if err := s.put(k); err != nil {
 		return Key{}, fmt.Errorf("store: update key: %w", err)
 	}

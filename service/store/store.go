@@ -49,6 +49,9 @@ type Key struct {
 	RotationEnabled      bool      `json:"rotationEnabled,omitempty"`
 	RotationPeriodInDays int32     `json:"rotationPeriodInDays,omitempty"`
 	RotationBase         time.Time `json:"rotationBase,omitzero"`
+	// Revision is set by the store: 1 at creation, +1 at every update. Caches
+	// of derived values are valid only for the revision they were built from.
+	Revision uint64 `json:"revision"`
 	// Versions lists the key's material versions in the token, oldest first;
 	// the last one is current. Old versions are kept so old ciphertexts decrypt.
 	Versions []Version `json:"versions"`
@@ -105,6 +108,7 @@ type Store interface {
 	GetKey(ctx context.Context, id string) (Key, error)
 	// UpdateKey applies fn to a copy of the record and stores the result
 	// atomically with respect to other updates. If fn fails nothing is written.
+	// fn runs under the store's lock: it must not call the store.
 	UpdateKey(ctx context.Context, id string, fn func(*Key) error) (Key, error)
 	// ListKeys returns up to limit records of account with ids greater than
 	// after, in id order, and whether more follow.
@@ -118,7 +122,8 @@ type Store interface {
 	CreateAlias(ctx context.Context, a Alias) error
 	// GetAlias returns an account's alias, from memory; ErrNotFound if none.
 	GetAlias(ctx context.Context, account, name string) (Alias, error)
-	// UpdateAlias applies fn to a copy of the alias and stores the result.
+	// UpdateAlias applies fn to a copy of the alias and stores the result;
+	// like UpdateKey's, fn must not call the store.
 	UpdateAlias(ctx context.Context, account, name string, fn func(*Alias) error) (Alias, error)
 	// DeleteAlias removes an alias; ErrNotFound if there is none.
 	DeleteAlias(ctx context.Context, account, name string) error
