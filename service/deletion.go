@@ -156,29 +156,37 @@ func (s *Service) hook(phase, id string) {
 	}
 }
 
-// RunReaper runs the scheduled key work at start and then every interval
-// until ctx ends: deletions whose date passed (ReapDue) and automatic
-// rotations that are due (RotateDue), catching up after downtime.
+// RunScheduledWork does one pass of the scheduled key work: deletions whose
+// date passed (ReapDue) and automatic rotations that are due (RotateDue),
+// catching up after downtime. cmd/hsmkms runs it once before it serves its
+// first request, so no request sees a key that should be gone.
+func (s *Service) RunScheduledWork(ctx context.Context, log *slog.Logger) {
+	n, err := s.ReapDue(ctx)
+	if n > 0 {
+		log.Info("deleted keys whose deletion date passed", "keys", n)
+	}
+	if err != nil {
+		log.Error("key deletion failed; retrying at the next pass", "err", err)
+	}
+	n, err = s.RotateDue(ctx)
+	if n > 0 {
+		log.Info("rotated keys whose rotation date passed", "keys", n)
+	}
+	if err != nil {
+		log.Error("automatic rotation failed; retrying at the next pass", "err", err)
+	}
+}
+
+// RunReaper runs RunScheduledWork every interval until ctx ends.
 func (s *Service) RunReaper(ctx context.Context, interval time.Duration, log *slog.Logger) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
 	for {
-		n, err := s.ReapDue(ctx)
-		if n > 0 {
-			log.Info("deleted keys whose deletion date passed", "keys", n)
-		}
-		if err != nil {
-			log.Error("key deletion failed; retrying at the next pass", "err", err)
-		}
-		n, err = s.RotateDue(ctx)
-		if n > 0 {
-			log.Info("rotated keys whose rotation date passed", "keys", n)
-		}
-		if err != nil {
-			log.Error("automatic rotation failed; retrying at the next pass", "err", err)
-		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(interval):
+		case <-t.C:
+			s.RunScheduledWork(ctx, log)
 		}
 	}
 }

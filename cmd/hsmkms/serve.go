@@ -114,6 +114,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if o.reapInterval <= 0 {
 		return fmt.Errorf("--reap-interval must be positive")
 	}
+	svc.RunScheduledWork(ctx, log) // deadlines that passed while stopped, before any request
 	reapCtx, stopReaper := context.WithCancel(ctx)
 	reaperDone := make(chan struct{})
 	go func() { defer close(reaperDone); svc.RunReaper(reapCtx, o.reapInterval, log) }()
