@@ -199,12 +199,11 @@ func (s *Service) resolve(ctx context.Context, caller Caller, field, keyID strin
 	}
 	account, id := caller.Account, keyID
 	if strings.HasPrefix(keyID, "arn:") {
-		parts := strings.SplitN(keyID, ":", 6)
-		if len(parts) != 6 || parts[2] != "kms" || parts[1] == "" {
+		partition, service, region, acct, resource, ok := splitARN(keyID)
+		if !ok || service != "kms" || partition == "" {
 			return nil, Errorf(ExcNotFound, "Invalid arn %s", keyID)
 		}
-		region, acct, resource := parts[3], parts[4], parts[5]
-		if region != s.region || parts[1] != s.partition {
+		if region != s.region || partition != s.partition {
 			// AWS's answer for a key ARN of another region (recorded).
 			return nil, Errorf(ExcNotFound, "Invalid arn %s", region)
 		}
@@ -221,7 +220,7 @@ func (s *Service) resolve(ctx context.Context, caller Caller, field, keyID strin
 		if forms != idARNOrAlias {
 			return nil, Errorf(ExcNotFound, "Invalid keyId '%s'", keyID)
 		}
-		return s.resolveAlias(ctx, caller, caller.Account, keyID, s.aliasARN(caller.Account, keyID))
+		return s.resolveAlias(ctx, caller, caller.Account, keyID, keyID)
 	}
 	if _, err := blob.ParseKeyID(id); err != nil {
 		if isMRKID(id) {
@@ -263,6 +262,22 @@ func (s *Service) resolveAlias(ctx context.Context, caller Caller, account, name
 		return nil, accessDenied(caller, "", k.arn)
 	}
 	return k, nil
+}
+
+// splitARN splits arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE without
+// allocating (it runs on the request path for every ARN KeyId).
+func splitARN(arn string) (partition, service, region, account, resource string, ok bool) {
+	rest, ok := strings.CutPrefix(arn, "arn:")
+	if !ok {
+		return
+	}
+	fields := [4]*string{&partition, &service, &region, &account}
+	for _, f := range fields {
+		if *f, rest, ok = strings.Cut(rest, ":"); !ok {
+			return
+		}
+	}
+	return partition, service, region, account, rest, true
 }
 
 func isMRKID(id string) bool {
