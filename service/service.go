@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -300,22 +301,44 @@ func accessDenied(caller Caller, action, resource string) *Error {
 }
 
 // usable checks the key-state rules of the cryptographic operations.
-func usable(k *key) error {
-	switch k.rec.State {
+func usable(k *key) error { return stateAllowsUse(k.arn, k.rec.State) }
+
+// stateAllowsUse is the rule shared by the operations that use a key
+// (cryptographic operations, rotation): Enabled only; Disabled is
+// DisabledException; any other state is KMSInvalidStateException naming it.
+func stateAllowsUse(arn, state string) error {
+	switch state {
 	case StateEnabled:
 		return nil
 	case StateDisabled:
-		return Errorf(ExcDisabled, "%s is disabled.", k.arn)
+		return Errorf(ExcDisabled, "%s is disabled.", arn)
 	case StatePendingDeletion:
-		return Errorf(ExcInvalidState, "%s is pending deletion.", k.arn)
+		return Errorf(ExcInvalidState, "%s is pending deletion.", arn)
 	case StatePendingImport:
-		return Errorf(ExcInvalidState, "%s is pending import.", k.arn)
+		return Errorf(ExcInvalidState, "%s is pending import.", arn)
 	case StateUnavailable:
-		return Errorf(ExcInvalidState, "%s is unavailable.", k.arn)
+		return Errorf(ExcInvalidState, "%s is unavailable.", arn)
 	case StateCreating:
-		return Errorf(ExcInvalidState, "%s is creating.", k.arn)
+		return Errorf(ExcInvalidState, "%s is creating.", arn)
 	}
-	return internal(fmt.Errorf("key %s in unknown state %q", k.rec.ID, k.rec.State))
+	return internal(fmt.Errorf("key %s in unknown state %q", arn, state))
+}
+
+// pageStart opens a marker of a listing paged by position (kind names the
+// listing and its key, so markers of one cannot be used for another).
+func (s *Service) pageStart(kind string, marker *string) (int, error) {
+	if marker == nil {
+		return 0, nil
+	}
+	pos, err := s.markers.open(kind, *marker)
+	start := 0
+	if err == nil {
+		start, err = strconv.Atoi(pos)
+	}
+	if err != nil || start < 0 {
+		return 0, Errorf(ExcInvalidMarker, "Invalid marker")
+	}
+	return start, nil
 }
 
 // forEncryption checks that k can run op (Encrypt, Decrypt, …) with alg.

@@ -146,15 +146,9 @@ func (s *Service) ListResourceTags(ctx context.Context, caller Caller, in ListRe
 	if in.Limit != nil {
 		limit = int(*in.Limit)
 	}
-	start := 0
-	if in.Marker != nil {
-		pos, err := s.markers.open("tags/"+k.rec.ID, *in.Marker)
-		if err == nil {
-			start, err = strconv.Atoi(pos)
-		}
-		if err != nil || start < 0 {
-			return nil, Errorf(ExcInvalidMarker, "Invalid marker")
-		}
+	start, err := s.pageStart("tags/"+k.rec.ID, in.Marker)
+	if err != nil {
+		return nil, err
 	}
 	tags := k.rec.Tags
 	start = min(start, len(tags))
