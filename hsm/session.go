@@ -58,6 +58,7 @@ func (s *Session) Random(dst []byte) error {
 	if err != nil {
 		return translate("C_GenerateRandom", err, false)
 	}
+	defer clear(r) // the bytes may become a data key: leave no second copy
 	if len(r) != len(dst) {
 		return &Error{Op: "C_GenerateRandom", Kind: ErrInternal}
 	}
