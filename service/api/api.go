@@ -166,7 +166,10 @@ func (s *Server) handle(c echo.Context) error {
 	if out == nil {
 		resp.WriteString("{}")
 	} else {
-		err := json.NewEncoder(resp).Encode(out)
+		handled, err := appendSecretJSON(resp, out)
+		if !handled {
+			err = json.NewEncoder(resp).Encode(out)
+		}
 		if z, ok := out.(interface{ Zero() }); ok {
 			z.Zero()
 		}

@@ -1,7 +1,10 @@
 package api
 
 import (
+	"bytes"
+	"encoding/json"
 	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -102,5 +105,39 @@ func TestLargeBuffersAreZeroedToo(t *testing.T) {
 		if c != 0 {
 			t.Fatalf("byte %d of a dropped buffer is %q, want 0", i, c)
 		}
+	}
+}
+
+// The hand-written encoding of plaintext-bearing responses says exactly what
+// encoding/json would.
+func TestSecretJSONMatchesEncodingJSON(t *testing.T) {
+	t.Parallel()
+	pt := []byte("plaintext \x00\xff with \"quotes\" and more than one base64 block")
+	cases := map[string]any{
+		"decrypt": &service.DecryptOutput{KeyId: "arn:aws:kms:us-east-1:111122223333:key/k", Plaintext: pt,
+			EncryptionAlgorithm: "SYMMETRIC_DEFAULT", KeyMaterialId: "ab12"},
+		"decrypt without material id": &service.DecryptOutput{KeyId: "k", Plaintext: pt, EncryptionAlgorithm: "SYMMETRIC_DEFAULT"},
+		"data key":                    &service.GenerateDataKeyOutput{CiphertextBlob: []byte{1, 2, 3}, Plaintext: pt, KeyId: "k\u2028\"", KeyMaterialId: "m"},
+		"data key without plaintext":  &service.GenerateDataKeyOutput{CiphertextBlob: []byte{1, 2, 3}, KeyId: "k"},
+		"random":                      &service.GenerateRandomOutput{Plaintext: pt[:7]},
+	}
+	for name, out := range cases {
+		var got bytes.Buffer
+		handled, err := appendSecretJSON(&got, out)
+		if !handled || err != nil {
+			t.Fatalf("%s: handled %v, %v", name, handled, err)
+		}
+		want, _ := json.Marshal(out)
+		var g, w any
+		if err := json.Unmarshal(got.Bytes(), &g); err != nil {
+			t.Fatalf("%s: invalid JSON %s: %v", name, got.Bytes(), err)
+		}
+		json.Unmarshal(want, &w)
+		if !reflect.DeepEqual(g, w) {
+			t.Errorf("%s:\n got %s\nwant %s", name, got.Bytes(), want)
+		}
+	}
+	if handled, _ := appendSecretJSON(new(bytes.Buffer), &service.EncryptOutput{}); handled {
+		t.Error("EncryptOutput carries no plaintext and should go through encoding/json")
 	}
 }
