@@ -14,6 +14,7 @@ import (
 const (
 	ExcAccessDenied        = "AccessDeniedException"
 	ExcAlreadyExists       = "AlreadyExistsException"
+	ExcConflict            = "ConflictException"
 	ExcDependencyTimeout   = "DependencyTimeoutException"
 	ExcDisabled            = "DisabledException"
 	ExcDryRun              = "DryRunOperationException"

@@ -164,9 +164,6 @@ func (s *Service) RotateKeyOnDemand(ctx context.Context, caller Caller, in KeyId
 	return &RotateKeyOnDemandOutput{KeyId: k.arn}, nil
 }
 
-// errRaced: the record gained a version while this rotation ran.
-var errRaced = errors.New("key changed during rotation")
-
 // rotate adds a version to k. The material is generated first and the
 // record updated second: a crash in between leaves an unreferenced object
 // for the next version number, which reconciliation reports and the next
@@ -187,7 +184,9 @@ func (s *Service) rotate(ctx context.Context, k *key, how string) error {
 	now := s.now().UTC().Truncate(time.Millisecond)
 	rec, err := s.store.UpdateKey(ctx, k.rec.ID, func(r *store.Key) error {
 		if r.Current().Number+1 != next {
-			return errRaced
+			// Another node rotated the key meanwhile: AWS's answer to a
+			// rotation already in progress.
+			return Errorf(ExcConflict, "%s: a rotation of this key is already in progress.", k.arn)
 		}
 		r.Versions = append(r.Versions, store.Version{Number: next, CreatedAt: now, Rotation: how})
 		if how == RotationAutomatic {
