@@ -94,6 +94,15 @@ const (
 // ReapDue deletes every key whose deletion date has passed, and finishes
 // any deletion a crash interrupted. It returns how many keys it deleted.
 func (s *Service) ReapDue(ctx context.Context) (int, error) {
+	return s.forDue(ctx, func(r *store.Key, now time.Time) bool {
+		return r.State == StatePendingDeletion && (r.Destroying || !now.Before(r.DeletionDate))
+	}, func(r store.Key) error { return s.deleteKey(ctx, r.ID) })
+}
+
+// forDue runs do on every key record that due selects at the service's
+// current time, and returns how many succeeded; failures are joined and
+// retried by the next pass.
+func (s *Service) forDue(ctx context.Context, due func(*store.Key, time.Time) bool, do func(store.Key) error) (int, error) {
 	recs, err := s.store.AllKeys(ctx)
 	if err != nil {
 		return 0, err
@@ -102,10 +111,10 @@ func (s *Service) ReapDue(ctx context.Context) (int, error) {
 	n := 0
 	var errs []error
 	for _, r := range recs {
-		if r.State != StatePendingDeletion || (!r.Destroying && now.Before(r.DeletionDate)) {
+		if !due(&r, now) {
 			continue
 		}
-		if err := s.deleteKey(ctx, r.ID); err != nil {
+		if err := do(r); err != nil {
 			errs = append(errs, fmt.Errorf("key %s: %w", r.ID, err))
 			continue
 		}

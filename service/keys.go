@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/hsmkms/hsmkms/hsm"
 	"github.com/hsmkms/hsmkms/service/store"
 )
 
@@ -115,22 +116,20 @@ func (s *Service) CreateKey(ctx context.Context, caller Caller, in CreateKeyInpu
 	for _, t := range in.Tags {
 		rec.Tags = append(rec.Tags, store.Tag{Key: t.TagKey, Value: t.TagValue})
 	}
-	k, err := s.newKey(rec)
-	if err != nil {
-		return nil, internal(err)
-	}
+	ref := hsm.KeyRef{KeyID: id, Version: 1}
 	// Material first, then the record: a crash in between leaves an orphan
 	// object (found and reported at start), never a record without material.
-	if err := s.token.GenerateAESKey(ctx, k.ref(1)); err != nil {
+	if err := s.token.GenerateAESKey(ctx, ref); err != nil {
 		return nil, fromToken(err, "")
 	}
 	if err := s.store.CreateKey(ctx, rec); err != nil {
-		if derr := s.token.DestroyKey(context.WithoutCancel(ctx), k.ref(1)); derr != nil {
+		if derr := s.token.DestroyKey(context.WithoutCancel(ctx), ref); derr != nil {
 			err = errors.Join(err, fmt.Errorf("destroy orphaned material: %w", derr))
 		}
 		return nil, internal(err)
 	}
-	if k, err = s.cached(ctx, rec.ID); err != nil {
+	k, err := s.cached(ctx, rec.ID)
+	if err != nil {
 		return nil, internal(err)
 	}
 	return &CreateKeyOutput{KeyMetadata: s.metadata(k)}, nil

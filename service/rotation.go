@@ -3,7 +3,6 @@ package service
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strconv"
 	"time"
 
@@ -205,28 +204,15 @@ func (s *Service) rotate(ctx context.Context, k *key, how string) error {
 // passed. After downtime a key is rotated once, and its next date counts
 // from then.
 func (s *Service) RotateDue(ctx context.Context) (int, error) {
-	recs, err := s.store.AllKeys(ctx)
-	if err != nil {
-		return 0, err
-	}
-	now := s.now()
-	n := 0
-	var errs []error
-	for _, r := range recs {
-		if !r.RotationEnabled || r.State != StateEnabled || now.Before(nextRotation(&r)) {
-			continue
-		}
+	return s.forDue(ctx, func(r *store.Key, now time.Time) bool {
+		return r.RotationEnabled && r.State == StateEnabled && !now.Before(nextRotation(r))
+	}, func(r store.Key) error {
 		k, err := s.newKey(r)
-		if err == nil {
-			err = s.rotate(ctx, k, RotationAutomatic)
-		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("key %s: %w", r.ID, err))
-			continue
+			return err
 		}
-		n++
-	}
-	return n, errors.Join(errs...)
+		return s.rotate(ctx, k, RotationAutomatic)
+	})
 }
 
 // ListKeyRotations lists a key's rotations, oldest first; with

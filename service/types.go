@@ -16,16 +16,6 @@ func (t Time) MarshalJSON() ([]byte, error) {
 	return strconv.AppendFloat(nil, float64(ms)/1000, 'f', -1, 64), nil
 }
 
-// UnmarshalJSON accepts any JSON number of epoch seconds.
-func (t *Time) UnmarshalJSON(b []byte) error {
-	f, err := strconv.ParseFloat(string(b), 64)
-	if err != nil {
-		return err
-	}
-	t.Time = time.UnixMilli(int64(f * 1000)).UTC()
-	return nil
-}
-
 // Tag is a resource tag as the API spells it. Both members are required;
 // a request that leaves one out is refused by validation, which is why
 // decoding records which were present.
