@@ -157,7 +157,7 @@ func newClient(url, akid, secret string, hc aws.HTTPClient) *kms.Client {
 // transportRetryer retries nothing the server said — a 500 is seen once and
 // at once — but retries, once, a request whose connection the client's own
 // transport closed under it ("use of closed network connection" while
-// reading an error body: seen about once in fifteen full runs under -race on
+// reading an error body: seen three times in about twenty-five full runs under -race on
 // 2 cores, never reproduced in isolation).
 func transportRetryer() aws.Retryer {
 	return retry.NewStandard(func(o *retry.StandardOptions) {
