@@ -17,6 +17,9 @@ var (
 	// wrong key, malformed input). SoftHSM2 reports a failed GCM tag check as
 	// CKR_GENERAL_ERROR, so on decrypt that code also lands here.
 	ErrInvalidCiphertext = errors.New("hsm: invalid ciphertext")
+	// ErrInvalidSignature: a signature or MAC did not verify (C_Verify said
+	// so, or it was malformed before the token could see it).
+	ErrInvalidSignature = errors.New("hsm: invalid signature")
 	// ErrInvalidInput: the caller passed arguments the token refused (length
 	// out of range, bad mechanism parameters).
 	ErrInvalidInput = errors.New("hsm: invalid input")

@@ -102,10 +102,11 @@ func (s *Session) DecryptGCM(key KeyRef, iv, aad, ciphertext []byte) ([]byte, er
 
 // gcm runs one single-part AES-GCM operation on key's handle.
 func (s *Session) gcm(decrypt bool, key KeyRef, iv, aad, in []byte) ([]byte, error) {
-	h, err := s.handle(key)
+	e, err := s.handle(key, pkcs11.CKO_SECRET_KEY)
 	if err != nil {
 		return nil, err
 	}
+	h := e.use
 	params := pkcs11.NewGCMParams(iv, aad, GCMTagLen*8)
 	defer params.Free()
 	mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}

@@ -72,6 +72,7 @@ type Token struct {
 	pool      *pool
 
 	keys keyCache
+	oaep [2]oaepMode // SHA-1, SHA-256: does the token decrypt OAEP natively?
 }
 
 // Open loads the module, finds the token, logs in and opens the long-lived

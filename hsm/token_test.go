@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/pkcs11"
+
 	"github.com/hsmkms/hsmkms/softhsm/softhsmtest"
 )
 
@@ -155,7 +157,7 @@ func TestKeyObjectsAreProtected(t *testing.T) {
 			continue
 		}
 		found = true
-		want := ObjectInfo{Ref: r, Label: r.Label(), Token: true, Private: true, Sensitive: true,
+		want := ObjectInfo{Ref: r, Label: r.Label(), Class: "secret", Token: true, Private: true, Sensitive: true,
 			AlwaysSensitive: true, NeverExtractable: true, Modifiable: false, Encrypt: true, Decrypt: true, ValueLen: 32}
 		if o != want {
 			t.Fatalf("object attributes\n got %+v\nwant %+v", o, want)
@@ -383,11 +385,11 @@ func TestSessionCopiesAndOlderKeys(t *testing.T) {
 		t.Fatalf("decrypt under a non-copyable key = %q, %v", pt, err)
 	}
 	iv2, ct2 := seal(t, tk, fresh, nil, []byte("new"))
-	e, ok := tk.keys.get(fresh)
+	e, ok := tk.keys.get(objKey{fresh, pkcs11.CKO_SECRET_KEY})
 	if !ok || e.use == e.object {
 		t.Fatalf("fresh key not used through a session copy: %+v", e)
 	}
-	if e, _ := tk.keys.get(old); e.use != e.object {
+	if e, _ := tk.keys.get(objKey{old, pkcs11.CKO_SECRET_KEY}); e.use != e.object {
 		t.Fatalf("old key has a copy it cannot have: %+v", e)
 	}
 	if pt, err := open(plain, fresh, iv2, nil, ct2); err != nil || string(pt) != "new" {
