@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/hsmkms/hsmkms/blob"
@@ -61,6 +62,9 @@ func (s *Service) Encrypt(ctx context.Context, caller Caller, in EncryptInput) (
 	if err != nil {
 		return nil, err
 	}
+	if !k.symmetric() {
+		return s.encryptAsymmetric(ctx, k, in)
+	}
 	if in.DryRun {
 		return nil, dryRun()
 	}
@@ -76,6 +80,30 @@ func (s *Service) Encrypt(ctx context.Context, caller Caller, in EncryptInput) (
 	return &EncryptOutput{CiphertextBlob: out, KeyId: k.arn, EncryptionAlgorithm: AlgSymmetric}, nil
 }
 
+// encryptAsymmetric is Encrypt under an RSA key: raw RSAES-OAEP output, no
+// framing, as AWS returns it.
+func (s *Service) encryptAsymmetric(ctx context.Context, k *key, in EncryptInput) (*EncryptOutput, error) {
+	if err := noContext(k, in.EncryptionContext, "EncryptionContext"); err != nil {
+		return nil, err
+	}
+	pub, err := s.publicKey(ctx, k)
+	if err != nil {
+		return nil, err
+	}
+	alg := *in.EncryptionAlgorithm // forEncryption let only RSAES_* through
+	if err := oaepFits(pub, k, alg, len(in.Plaintext)); err != nil {
+		return nil, err
+	}
+	if in.DryRun {
+		return nil, dryRun()
+	}
+	ct, err := encryptOAEP(pub, k, alg, in.Plaintext)
+	if err != nil {
+		return nil, err
+	}
+	return &EncryptOutput{CiphertextBlob: ct, KeyId: k.arn, EncryptionAlgorithm: alg}, nil
+}
+
 // opened is a parsed blob with the key it names, checked against the
 // request's KeyId and algorithm and the key's state.
 type opened struct {
@@ -83,32 +111,31 @@ type opened struct {
 	k *key
 }
 
-// openBlob parses a ciphertext blob and finds and checks its key. keyID, if
-// set, must name the blob's key (else IncorrectKeyException).
-func (s *Service) openBlob(ctx context.Context, caller Caller, op string, ct []byte, keyField string, keyID *string, alg *string) (*opened, error) {
+// openBlob parses a symmetric ciphertext blob and finds and checks its key.
+// want, if set (the request named a key in keyField), must be the blob's key
+// (else IncorrectKeyException). Without it, a ciphertext that names no key of
+// ours is InvalidCiphertextException — or, when the request says it was made
+// under an RSA key, ValidationException: such ciphertexts need keyField.
+func (s *Service) openBlob(ctx context.Context, caller Caller, op string, ct []byte, keyField string, want *key, alg *string) (*opened, error) {
 	b, perr := blob.Parse(ct)
-	var want *key
-	if keyID != nil {
-		var err error
-		if want, err = s.resolve(ctx, caller, keyField, *keyID, idARNOrAlias); err != nil {
-			return nil, err
-		}
-	}
-	if perr != nil {
-		if want != nil && want.rec.KeySpec != SpecSymmetric {
+	var k *key
+	var err error
+	if perr == nil {
+		if want != nil && want.rec.ID != blob.FormatKeyID(b.KeyID) {
 			return nil, incorrectKey()
 		}
-		return nil, invalidCiphertext(perr)
+		k, err = s.cached(ctx, blob.FormatKeyID(b.KeyID))
+	} else {
+		err = perr
 	}
-	id := blob.FormatKeyID(b.KeyID)
-	if want != nil && want.rec.ID != id {
-		return nil, incorrectKey()
-	}
-	k, err := s.cached(ctx, id)
 	if err != nil {
+		if want == nil && asymmetricAlg(alg) {
+			return nil, Errorf(ExcValidation, "%s is required to decrypt a ciphertext made under an asymmetric KMS key.", keyField)
+		}
 		// A blob naming no key we know cannot be told apart from a forged one.
 		return nil, invalidCiphertext(err)
 	}
+	id := k.rec.ID
 	if k.rec.Account != caller.Account {
 		return nil, accessDenied(caller, "kms:"+op, k.arn)
 	}
@@ -164,8 +191,12 @@ func validateDecrypt(v *validation, ct []byte, field string, alg *string, algFie
 	checkDryRunModifiers(v, mods)
 }
 
-// Decrypt decrypts a ciphertext blob made by Encrypt, GenerateDataKey or
-// ReEncrypt. The key comes from the blob; a KeyId, if given, must match it.
+// asymmetricAlg reports an RSA encryption algorithm.
+func asymmetricAlg(alg *string) bool { return alg != nil && *alg != AlgSymmetric }
+
+// Decrypt decrypts a ciphertext made by Encrypt, GenerateDataKey or
+// ReEncrypt. A symmetric blob names its key; a KeyId, if given, must match
+// it. An RSA ciphertext needs the KeyId and its EncryptionAlgorithm.
 func (s *Service) Decrypt(ctx context.Context, caller Caller, in DecryptInput) (*DecryptOutput, error) {
 	var v validation
 	validateDecrypt(&v, in.CiphertextBlob, "ciphertextBlob", in.EncryptionAlgorithm, "encryptionAlgorithm", in.GrantTokens, in.DryRunModifiers)
@@ -181,7 +212,17 @@ func (s *Service) Decrypt(ctx context.Context, caller Caller, in DecryptInput) (
 	if ignoreCiphertext(in.DryRun, in.DryRunModifiers) {
 		return nil, s.dryRunKey(ctx, caller, "Decrypt", "KeyId", in.KeyId, in.EncryptionAlgorithm)
 	}
-	o, err := s.openBlob(ctx, caller, "Decrypt", in.CiphertextBlob, "keyId", in.KeyId, in.EncryptionAlgorithm)
+	var want *key
+	if in.KeyId != nil {
+		var err error
+		if want, err = s.resolve(ctx, caller, "keyId", *in.KeyId, idARNOrAlias); err != nil {
+			return nil, err
+		}
+		if !want.symmetric() {
+			return s.decryptAsymmetric(ctx, want, in)
+		}
+	}
+	o, err := s.openBlob(ctx, caller, "Decrypt", in.CiphertextBlob, "KeyId", want, in.EncryptionAlgorithm)
 	if err != nil {
 		return nil, err
 	}
@@ -201,10 +242,43 @@ func (s *Service) Decrypt(ctx context.Context, caller Caller, in DecryptInput) (
 		KeyMaterialId: o.k.materialIDs[o.b.KeyVersion]}, nil
 }
 
-// ReEncrypt decrypts a blob under its key and encrypts the plaintext under the
-// destination key, both in the token, on one session. The plaintext exists in
-// one Go buffer between the two calls and is zeroed at once; it is never
-// returned.
+// checkAsymmetricSource checks that k can decrypt an RSA ciphertext with alg.
+func checkAsymmetricSource(k *key, op string, alg *string, ec map[string]string, ecField string) error {
+	if err := usable(k); err != nil {
+		return err
+	}
+	if err := forEncryption(k, op, alg); err != nil {
+		return err
+	}
+	return noContext(k, ec, ecField)
+}
+
+// decryptAsymmetric is Decrypt of a raw RSA-OAEP ciphertext, in the token.
+func (s *Service) decryptAsymmetric(ctx context.Context, k *key, in DecryptInput) (*DecryptOutput, error) {
+	if err := checkAsymmetricSource(k, "Decrypt", in.EncryptionAlgorithm, in.EncryptionContext, "EncryptionContext"); err != nil {
+		return nil, err
+	}
+	if in.DryRun {
+		return nil, dryRun()
+	}
+	alg := *in.EncryptionAlgorithm
+	var pt []byte
+	err := s.token.Do(ctx, func(sess *hsm.Session) error {
+		var err error
+		pt, err = sess.DecryptOAEP(k.ref(k.rec.Current().Number), encHashes[alg], in.CiphertextBlob)
+		return err
+	})
+	if err != nil {
+		return nil, fromToken(err, k.arn)
+	}
+	return &DecryptOutput{KeyId: k.arn, Plaintext: pt, EncryptionAlgorithm: alg}, nil
+}
+
+// ReEncrypt decrypts a ciphertext under its key and encrypts the plaintext
+// under the destination key, on one token session: symmetric and RSA
+// decryption run in the token, as does symmetric encryption; encryption to an
+// RSA key uses its public key. The plaintext exists in one Go buffer between
+// the two steps and is zeroed at once; it is never returned.
 func (s *Service) ReEncrypt(ctx context.Context, caller Caller, in ReEncryptInput) (*ReEncryptOutput, error) {
 	var v validation
 	validateDecrypt(&v, in.CiphertextBlob, "ciphertextBlob", in.SourceEncryptionAlgorithm, "sourceEncryptionAlgorithm", in.GrantTokens, in.DryRunModifiers)
@@ -224,40 +298,90 @@ func (s *Service) ReEncrypt(ctx context.Context, caller Caller, in ReEncryptInpu
 		}
 		return nil, dryRun()
 	}
-	o, err := s.openBlob(ctx, caller, "ReEncrypt", in.CiphertextBlob, "sourceKeyId", in.SourceKeyId, in.SourceEncryptionAlgorithm)
-	if err != nil {
-		return nil, err
+	var src *key
+	var o *opened
+	if in.SourceKeyId != nil {
+		var err error
+		if src, err = s.resolve(ctx, caller, "sourceKeyId", *in.SourceKeyId, idARNOrAlias); err != nil {
+			return nil, err
+		}
+	}
+	if src != nil && !src.symmetric() {
+		if err := checkAsymmetricSource(src, "ReEncrypt", in.SourceEncryptionAlgorithm, in.SourceEncryptionContext, "SourceEncryptionContext"); err != nil {
+			return nil, err
+		}
+	} else {
+		var err error
+		if o, err = s.openBlob(ctx, caller, "ReEncrypt", in.CiphertextBlob, "SourceKeyId", src, in.SourceEncryptionAlgorithm); err != nil {
+			return nil, err
+		}
+		src = o.k
 	}
 	dst, err := s.encryptionKey(ctx, caller, "destinationKeyId", in.DestinationKeyId, "ReEncrypt", in.DestinationEncryptionAlgorithm)
 	if err != nil {
 		return nil, err
 	}
+	if err := noContext(dst, in.DestinationEncryptionContext, "DestinationEncryptionContext"); err != nil {
+		return nil, err
+	}
+	var dstPub *publicKey
+	if !dst.symmetric() {
+		if dstPub, err = s.publicKey(ctx, dst); err != nil {
+			return nil, err
+		}
+	}
 	if in.DryRun {
 		return nil, dryRun()
+	}
+	srcAlg, dstAlg := AlgSymmetric, AlgSymmetric
+	if in.SourceEncryptionAlgorithm != nil {
+		srcAlg = *in.SourceEncryptionAlgorithm
+	}
+	if in.DestinationEncryptionAlgorithm != nil {
+		dstAlg = *in.DestinationEncryptionAlgorithm
 	}
 	var out []byte
 	var dstVersion uint32
 	var failedKey string
 	err = s.token.Do(ctx, func(sess *hsm.Session) error {
-		failedKey = o.k.arn
-		pt, err := o.decrypt(sess, in.SourceEncryptionContext)
+		failedKey = src.arn
+		var pt []byte
+		var err error
+		if o != nil {
+			pt, err = o.decrypt(sess, in.SourceEncryptionContext)
+		} else {
+			pt, err = sess.DecryptOAEP(src.ref(src.rec.Current().Number), encHashes[srcAlg], in.CiphertextBlob)
+		}
 		if err != nil {
 			return err
 		}
 		defer clear(pt)
 		failedKey = dst.arn
+		if dstPub != nil {
+			out, err = encryptOAEP(dstPub, dst, dstAlg, pt)
+			return err
+		}
 		out, dstVersion, err = seal(sess, dst, in.DestinationEncryptionContext, pt)
 		return err
 	})
+	var se *Error
+	if errors.As(err, &se) {
+		return nil, se
+	}
 	if err != nil {
 		return nil, fromToken(err, failedKey)
 	}
-	return &ReEncryptOutput{
-		CiphertextBlob: out, SourceKeyId: o.k.arn, KeyId: dst.arn,
-		SourceEncryptionAlgorithm: AlgSymmetric, DestinationEncryptionAlgorithm: AlgSymmetric,
-		SourceKeyMaterialId:      o.k.materialIDs[o.b.KeyVersion],
-		DestinationKeyMaterialId: dst.materialIDs[dstVersion],
-	}, nil
+	res := &ReEncryptOutput{
+		CiphertextBlob: out, SourceKeyId: src.arn, KeyId: dst.arn,
+		SourceEncryptionAlgorithm: srcAlg, DestinationEncryptionAlgorithm: dstAlg,
+	}
+	if o != nil {
+		res.SourceKeyMaterialId = src.materialIDs[o.b.KeyVersion]
+	}
+	if dstPub == nil {
+		res.DestinationKeyMaterialId = dst.materialIDs[dstVersion]
+	}
+	return res, nil
 }
 
 // GenerateDataKey returns a data key from the token's RNG, in plaintext and

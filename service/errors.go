@@ -23,6 +23,8 @@ const (
 	ExcInvalidGrantToken   = "InvalidGrantTokenException"
 	ExcInvalidAliasName    = "InvalidAliasNameException"
 	ExcInvalidKeyUsage     = "InvalidKeyUsageException"
+	ExcInvalidKMSSignature = "KMSInvalidSignatureException"
+	ExcInvalidMac          = "KMSInvalidMacException"
 	ExcInvalidMarker       = "InvalidMarkerException"
 	ExcInvalidState        = "KMSInvalidStateException"
 	ExcInternal            = "KMSInternalException"

@@ -90,10 +90,14 @@ func (s *Service) CreateKey(ctx context.Context, caller Caller, in CreateKeyInpu
 		return nil, Errorf(ExcUnsupportedOp, "Origin %s is not supported by this key service.", *in.Origin)
 	case in.MultiRegion:
 		return nil, Errorf(ExcUnsupportedOp, "Multi-Region keys are not supported by this key service.")
-	case spec != SpecSymmetric:
-		return nil, Errorf(ExcUnsupportedOp, "KeySpec %s is not supported by this key service yet.", spec)
-	case usage != UsageEncryptDecrypt:
+	case in.KeyUsage == nil && spec != SpecSymmetric:
+		return nil, Errorf(ExcValidation, "You must specify a KeyUsage value for all KMS keys except for symmetric encryption keys.")
+	case !usageValid(spec, usage):
 		return nil, Errorf(ExcValidation, "KeyUsage %s is not compatible with KeySpec %s.", usage, spec)
+	}
+	ks := keySpecs[spec]
+	if ks == nil || !contains(ks.usages, usage) {
+		return nil, Errorf(ExcUnsupportedOp, "KeySpec %s with KeyUsage %s is not supported by this key service.", spec, usage)
 	}
 	policy := defaultPolicy(s.partition, caller.Account)
 	if in.Policy != nil {
@@ -119,7 +123,7 @@ func (s *Service) CreateKey(ctx context.Context, caller Caller, in CreateKeyInpu
 	ref := hsm.KeyRef{KeyID: id, Version: 1}
 	// Material first, then the record: a crash in between leaves an orphan
 	// object (found and reported at start), never a record without material.
-	if err := s.token.GenerateAESKey(ctx, ref); err != nil {
+	if err := s.generateMaterial(ctx, ref, ks, usage); err != nil {
 		return nil, fromToken(err, "")
 	}
 	if err := s.store.CreateKey(ctx, rec); err != nil {
@@ -135,17 +139,42 @@ func (s *Service) CreateKey(ctx context.Context, caller Caller, in CreateKeyInpu
 	return &CreateKeyOutput{KeyMetadata: s.metadata(k)}, nil
 }
 
+// generateMaterial makes a new key version's material in the token.
+func (s *Service) generateMaterial(ctx context.Context, ref hsm.KeyRef, ks *keySpec, usage string) error {
+	switch ks.kind {
+	case kindRSA:
+		u := hsm.UsageSign
+		if usage == UsageEncryptDecrypt {
+			u = hsm.UsageDecrypt
+		}
+		return s.token.GenerateRSAKeyPair(ctx, ref, ks.bits, u)
+	case kindEC:
+		return s.token.GenerateECKeyPair(ctx, ref, ks.curve)
+	case kindHMAC:
+		// As long as the hash's output, as AWS's HMAC keys are.
+		return s.token.GenerateHMACKey(ctx, ref, ks.macHash.Size())
+	}
+	return s.token.GenerateAESKey(ctx, ref)
+}
+
 func (s *Service) metadata(k *key) KeyMetadata {
 	r := &k.rec
+	enc, sign, mac := k.algorithms()
+	var material string
+	if k.symmetric() {
+		material = k.materialIDs[r.Current().Number]
+	}
 	return KeyMetadata{
 		AWSAccountId:          r.Account,
 		Arn:                   k.arn,
 		CreationDate:          Time{r.CreatedAt},
-		CurrentKeyMaterialId:  k.materialIDs[r.Current().Number],
+		CurrentKeyMaterialId:  material,
 		CustomerMasterKeySpec: r.KeySpec,
 		Description:           r.Description,
 		Enabled:               r.State == StateEnabled,
-		EncryptionAlgorithms:  []string{AlgSymmetric},
+		EncryptionAlgorithms:  enc,
+		SigningAlgorithms:     sign,
+		MacAlgorithms:         mac,
 		KeyId:                 r.ID,
 		KeyManager:            "CUSTOMER",
 		KeySpec:               r.KeySpec,

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hsmkms/hsmkms/blob"
@@ -121,6 +122,7 @@ type key struct {
 	raw         [16]byte
 	arn         string
 	materialIDs map[uint32]string
+	pub         atomic.Pointer[publicKey] // asymmetric keys: read from the token on first use
 }
 
 func (s *Service) keyARN(account, id string) string {
@@ -341,13 +343,18 @@ func (s *Service) pageStart(kind string, marker *string) (int, error) {
 	return start, nil
 }
 
-// forEncryption checks that k can run op (Encrypt, Decrypt, …) with alg.
+// forEncryption checks that k can run op (Encrypt, Decrypt, …) with alg
+// (nil: SYMMETRIC_DEFAULT).
 func forEncryption(k *key, op string, alg *string) error {
 	if k.rec.KeyUsage != UsageEncryptDecrypt {
 		return Errorf(ExcInvalidKeyUsage, "%s key usage is %s which is not valid for %s.", k.arn, k.rec.KeyUsage, op)
 	}
-	if alg != nil && *alg != AlgSymmetric {
-		return Errorf(ExcInvalidKeyUsage, "Algorithm %s is incompatible with key spec %s.", *alg, k.rec.KeySpec)
+	a := AlgSymmetric
+	if alg != nil {
+		a = *alg
+	}
+	if !contains(k.spec().enc, a) {
+		return Errorf(ExcInvalidKeyUsage, "Algorithm %s is incompatible with key spec %s.", a, k.rec.KeySpec)
 	}
 	return nil
 }

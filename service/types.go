@@ -63,6 +63,8 @@ type KeyMetadata struct {
 	EncryptionAlgorithms  []string `json:"EncryptionAlgorithms,omitempty"`
 	KeyId                 string   `json:"KeyId"`
 	KeyManager            string   `json:"KeyManager"`
+	MacAlgorithms         []string `json:"MacAlgorithms,omitempty"`
+	SigningAlgorithms     []string `json:"SigningAlgorithms,omitempty"`
 	KeySpec               string   `json:"KeySpec"`
 	KeyState              string   `json:"KeyState"`
 	KeyUsage              string   `json:"KeyUsage"`
@@ -229,3 +231,114 @@ type GenerateRandomOutput struct {
 
 // Zero overwrites the random bytes (they may be used as a key).
 func (o *GenerateRandomOutput) Zero() { clear(o.Plaintext) }
+
+// GetPublicKeyInput is the GetPublicKey request.
+type GetPublicKeyInput struct {
+	KeyId       string   `json:"KeyId"`
+	GrantTokens []string `json:"GrantTokens"`
+}
+
+// GetPublicKeyOutput is the GetPublicKey response.
+type GetPublicKeyOutput struct {
+	KeyId                 string   `json:"KeyId"`
+	PublicKey             []byte   `json:"PublicKey"`
+	CustomerMasterKeySpec string   `json:"CustomerMasterKeySpec"`
+	KeySpec               string   `json:"KeySpec"`
+	KeyUsage              string   `json:"KeyUsage"`
+	EncryptionAlgorithms  []string `json:"EncryptionAlgorithms,omitempty"`
+	SigningAlgorithms     []string `json:"SigningAlgorithms,omitempty"`
+}
+
+// SignInput is the Sign request.
+type SignInput struct {
+	KeyId            string   `json:"KeyId"`
+	Message          []byte   `json:"Message"`
+	MessageType      *string  `json:"MessageType"`
+	SigningAlgorithm *string  `json:"SigningAlgorithm"`
+	GrantTokens      []string `json:"GrantTokens"`
+	DryRun           bool     `json:"DryRun"`
+}
+
+// SignOutput is the Sign response.
+type SignOutput struct {
+	KeyId            string `json:"KeyId"`
+	Signature        []byte `json:"Signature"`
+	SigningAlgorithm string `json:"SigningAlgorithm"`
+}
+
+// VerifyInput is the Verify request.
+type VerifyInput struct {
+	KeyId            string   `json:"KeyId"`
+	Message          []byte   `json:"Message"`
+	MessageType      *string  `json:"MessageType"`
+	Signature        []byte   `json:"Signature"`
+	SigningAlgorithm *string  `json:"SigningAlgorithm"`
+	GrantTokens      []string `json:"GrantTokens"`
+	DryRun           bool     `json:"DryRun"`
+}
+
+// VerifyOutput is the Verify response.
+type VerifyOutput struct {
+	KeyId            string `json:"KeyId"`
+	SignatureValid   bool   `json:"SignatureValid"`
+	SigningAlgorithm string `json:"SigningAlgorithm"`
+}
+
+// GenerateMacInput is the GenerateMac request.
+type GenerateMacInput struct {
+	KeyId        string   `json:"KeyId"`
+	Message      []byte   `json:"Message"`
+	MacAlgorithm *string  `json:"MacAlgorithm"`
+	GrantTokens  []string `json:"GrantTokens"`
+	DryRun       bool     `json:"DryRun"`
+}
+
+// GenerateMacOutput is the GenerateMac response.
+type GenerateMacOutput struct {
+	KeyId        string `json:"KeyId"`
+	Mac          []byte `json:"Mac"`
+	MacAlgorithm string `json:"MacAlgorithm"`
+}
+
+// VerifyMacInput is the VerifyMac request.
+type VerifyMacInput struct {
+	KeyId        string   `json:"KeyId"`
+	Message      []byte   `json:"Message"`
+	Mac          []byte   `json:"Mac"`
+	MacAlgorithm *string  `json:"MacAlgorithm"`
+	GrantTokens  []string `json:"GrantTokens"`
+	DryRun       bool     `json:"DryRun"`
+}
+
+// VerifyMacOutput is the VerifyMac response.
+type VerifyMacOutput struct {
+	KeyId        string `json:"KeyId"`
+	MacValid     bool   `json:"MacValid"`
+	MacAlgorithm string `json:"MacAlgorithm"`
+}
+
+// GenerateDataKeyPairInput is the request of GenerateDataKeyPair and
+// GenerateDataKeyPairWithoutPlaintext.
+type GenerateDataKeyPairInput struct {
+	KeyId             string            `json:"KeyId"`
+	EncryptionContext map[string]string `json:"EncryptionContext"`
+	KeyPairSpec       *string           `json:"KeyPairSpec"`
+	GrantTokens       []string          `json:"GrantTokens"`
+	Recipient         any               `json:"Recipient"`
+	DryRun            bool              `json:"DryRun"`
+}
+
+// GenerateDataKeyPairOutput is the response of GenerateDataKeyPair (with
+// PrivateKeyPlaintext) and GenerateDataKeyPairWithoutPlaintext (without).
+// Call Zero once written.
+type GenerateDataKeyPairOutput struct {
+	PrivateKeyCiphertextBlob []byte `json:"PrivateKeyCiphertextBlob"`
+	PrivateKeyPlaintext      []byte `json:"PrivateKeyPlaintext,omitempty"`
+	PublicKey                []byte `json:"PublicKey"`
+	KeyId                    string `json:"KeyId"`
+	KeyPairSpec              string `json:"KeyPairSpec"`
+	KeyMaterialId            string `json:"KeyMaterialId,omitempty"`
+}
+
+// Zero overwrites the private key.
+func (o *GenerateDataKeyPairOutput) Zero() { clear(o.PrivateKeyPlaintext) }

@@ -163,7 +163,8 @@ func TestCreateKeyRefusals(t *testing.T) {
 		in   kms.CreateKeyInput
 		code string
 	}{
-		{"KeySpec RSA_2048 (not yet supported)", kms.CreateKeyInput{KeySpec: types.KeySpecRsa2048}, "UnsupportedOperationException"},
+		{"KeySpec SM2 (not supported)", kms.CreateKeyInput{KeySpec: types.KeySpecSm2, KeyUsage: types.KeyUsageTypeSignVerify}, "UnsupportedOperationException"},
+		{"KeySpec RSA_2048 without KeyUsage", kms.CreateKeyInput{KeySpec: types.KeySpecRsa2048}, "ValidationException"},
 		{"KeySpec not in the enum", kms.CreateKeyInput{KeySpec: types.KeySpec("FOO")}, "ValidationException"},
 		{"KeyUsage not in the enum", kms.CreateKeyInput{KeyUsage: types.KeyUsageType("RANDOM")}, "ValidationException"},
 		{"SIGN_VERIFY on a symmetric key", kms.CreateKeyInput{KeyUsage: types.KeyUsageTypeSignVerify}, "ValidationException"},

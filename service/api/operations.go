@@ -44,6 +44,12 @@ func noOutput[In any](fn func(*service.Service, context.Context, service.Caller,
 
 func zeroEncrypt(in *service.EncryptInput) { clear(in.Plaintext) }
 
+// Messages to sign or MAC may be as confidential as plaintext.
+func zeroSign(in *service.SignInput)               { clear(in.Message) }
+func zeroVerify(in *service.VerifyInput)           { clear(in.Message) }
+func zeroGenerateMac(in *service.GenerateMacInput) { clear(in.Message) }
+func zeroVerifyMac(in *service.VerifyMacInput)     { clear(in.Message) }
+
 // operations is the dispatch table, keyed by X-Amz-Target. The README's list
 // of supported operations is checked against it by a test.
 var operations = map[string]operation{
@@ -62,6 +68,17 @@ var operations = map[string]operation{
 		return s.GenerateDataKey(ctx, c, in, false)
 	}, nil),
 	"TrentService.GenerateRandom": op((*service.Service).GenerateRandom, nil),
+	"TrentService.GenerateDataKeyPair": op(func(s *service.Service, ctx context.Context, c service.Caller, in service.GenerateDataKeyPairInput) (*service.GenerateDataKeyPairOutput, error) {
+		return s.GenerateDataKeyPair(ctx, c, in, true)
+	}, nil),
+	"TrentService.GenerateDataKeyPairWithoutPlaintext": op(func(s *service.Service, ctx context.Context, c service.Caller, in service.GenerateDataKeyPairInput) (*service.GenerateDataKeyPairOutput, error) {
+		return s.GenerateDataKeyPair(ctx, c, in, false)
+	}, nil),
+	"TrentService.GetPublicKey": op((*service.Service).GetPublicKey, nil),
+	"TrentService.Sign":         op((*service.Service).Sign, zeroSign),
+	"TrentService.Verify":       op((*service.Service).Verify, zeroVerify),
+	"TrentService.GenerateMac":  op((*service.Service).GenerateMac, zeroGenerateMac),
+	"TrentService.VerifyMac":    op((*service.Service).VerifyMac, zeroVerifyMac),
 
 	"TrentService.CreateAlias":          noOutput((*service.Service).CreateAlias),
 	"TrentService.UpdateAlias":          noOutput((*service.Service).UpdateAlias),

@@ -9,7 +9,7 @@ import (
 )
 
 // appendSecretJSON writes the responses that carry plaintext (Decrypt,
-// GenerateDataKey, GenerateRandom) straight into buf, which the caller zeroes.
+// GenerateDataKey, GenerateDataKeyPair, GenerateRandom) straight into buf, which the caller zeroes.
 // encoding/json would build them in a pooled buffer of its own that is reused
 // without being cleared, leaving the base64 plaintext in memory after the
 // request. It reports false for any other output.
@@ -24,6 +24,12 @@ func appendSecretJSON(buf *bytes.Buffer, out any) (bool, error) {
 			{"KeyMaterialId", o.KeyMaterialId, nil}}
 		if o.Plaintext != nil {
 			fields = append(fields, field{"Plaintext", "", o.Plaintext})
+		}
+	case *service.GenerateDataKeyPairOutput:
+		fields = []field{{"PrivateKeyCiphertextBlob", "", o.PrivateKeyCiphertextBlob}, {"PublicKey", "", o.PublicKey},
+			{"KeyId", o.KeyId, nil}, {"KeyPairSpec", o.KeyPairSpec, nil}, {"KeyMaterialId", o.KeyMaterialId, nil}}
+		if o.PrivateKeyPlaintext != nil {
+			fields = append(fields, field{"PrivateKeyPlaintext", "", o.PrivateKeyPlaintext})
 		}
 	case *service.GenerateRandomOutput:
 		fields = []field{{"Plaintext", "", o.Plaintext}}
