@@ -33,7 +33,11 @@ func (s *Service) Reconcile(ctx context.Context) (*ReconcileReport, error) {
 	}
 	inToken := make(map[hsm.KeyRef]bool, len(objs))
 	for _, o := range objs {
-		inToken[o.Ref] = true
+		// The material is the secret key or the private half of a pair; a
+		// public half alone decrypts and signs nothing.
+		if o.Class != "public" {
+			inToken[o.Ref] = true
+		}
 	}
 	rep := &ReconcileReport{Keys: len(recs)}
 	named := make(map[hsm.KeyRef]bool)
