@@ -1,7 +1,8 @@
 // Package hsm is hsmkms's PKCS#11 boundary: it loads a module, selects a token
 // by label or serial, logs in once, keeps a bounded pool of sessions, generates
 // and finds key objects, and runs every operation that touches key material
-// (AES-GCM encrypt/decrypt, random generation) inside the token.
+// inside the token: AES-GCM encrypt/decrypt, RSA/ECDSA signing and
+// verification, RSA-OAEP decryption, HMAC, random generation.
 //
 // It is the only package of hsmkms that imports github.com/miekg/pkcs11 (and,
 // later, crypto11). It must not import any other hsmkms package, echo or HTTP
