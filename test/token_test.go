@@ -64,18 +64,34 @@ func TestTokenObjects(t *testing.T) {
 		}
 		want(o.Token, "CKA_TOKEN")
 		want(o.Private, "CKA_PRIVATE")
-		want(o.Sensitive, "CKA_SENSITIVE")
-		want(!o.Extractable, "!CKA_EXTRACTABLE")
-		want(o.AlwaysSensitive, "CKA_ALWAYS_SENSITIVE")
-		want(o.NeverExtractable, "CKA_NEVER_EXTRACTABLE")
-		want(o.Encrypt, "CKA_ENCRYPT")
-		want(o.Decrypt, "CKA_DECRYPT")
 		want(!o.Wrap, "!CKA_WRAP")
 		want(!o.Unwrap, "!CKA_UNWRAP")
-		want(!o.Sign, "!CKA_SIGN")
-		want(!o.Verify, "!CKA_VERIFY")
 		want(!o.Derive, "!CKA_DERIVE")
-		want(o.ValueLen == 32, "CKA_VALUE_LEN 32")
+		// Other tests of this process make asymmetric and HMAC keys in the
+		// same token: each kind of object has its own rules.
+		switch {
+		case o.Class == "public":
+			// Public halves: never modifiable, and each allowed one usage.
+			want(!o.Modifiable, "!CKA_MODIFIABLE")
+			want(o.Encrypt != o.Verify, "exactly one of CKA_ENCRYPT, CKA_VERIFY")
+		case o.Class == "private":
+			want(o.Decrypt != o.Sign, "exactly one of CKA_DECRYPT, CKA_SIGN")
+		case o.Sign: // an HMAC key
+			want(o.Verify, "CKA_VERIFY")
+			want(!o.Encrypt && !o.Decrypt, "!CKA_ENCRYPT, !CKA_DECRYPT")
+			want(o.ValueLen >= 28 && o.ValueLen <= 64, "CKA_VALUE_LEN 28..64")
+		default: // an AES key
+			want(o.Encrypt, "CKA_ENCRYPT")
+			want(o.Decrypt, "CKA_DECRYPT")
+			want(!o.Verify, "!CKA_VERIFY")
+			want(o.ValueLen == 32, "CKA_VALUE_LEN 32")
+		}
+		if o.Class != "public" {
+			want(o.Sensitive, "CKA_SENSITIVE")
+			want(!o.Extractable, "!CKA_EXTRACTABLE")
+			want(o.AlwaysSensitive, "CKA_ALWAYS_SENSITIVE")
+			want(o.NeverExtractable, "CKA_NEVER_EXTRACTABLE")
+		}
 		if len(bad) > 0 {
 			t.Errorf("object %s lacks %v: %+v", o.Label, bad, o)
 		}
