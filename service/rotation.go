@@ -121,11 +121,13 @@ func (s *Service) GetKeyRotationStatus(ctx context.Context, caller Caller, in Ke
 		return nil, err
 	}
 	r := &k.rec
-	if r.KeySpec != SpecSymmetric || r.Origin != OriginAWSKMS {
+	if r.Origin != OriginAWSKMS {
 		return nil, Errorf(ExcUnsupportedOp, "%s does not support automatic rotation.", k.arn)
 	}
-	out := &GetKeyRotationStatusOutput{KeyRotationEnabled: r.RotationEnabled, KeyId: k.arn}
-	if r.RotationEnabled {
+	// Asymmetric and HMAC keys cannot rotate; AWS reports their status as
+	// false rather than refusing (tools such as Terraform ask for every key).
+	out := &GetKeyRotationStatusOutput{KeyRotationEnabled: r.RotationEnabled && r.KeySpec == SpecSymmetric, KeyId: k.arn}
+	if out.KeyRotationEnabled {
 		p := r.RotationPeriodInDays
 		out.RotationPeriodInDays = &p
 		out.NextRotationDate = &Time{nextRotation(r)}
