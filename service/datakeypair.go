@@ -101,7 +101,7 @@ func (s *Service) newDataKeyPair(ctx context.Context, ks *keySpec) (priv, pub []
 		defer zeroRSA(k)
 		return marshalPair(k, &k.PublicKey)
 	case ks.kind == kindEC && ks.curve == hsm.Secp256k1:
-		d, err := s.scalar(ctx, secp256k1.S256().N, 32)
+		d, err := s.scalar(ctx, secp256k1.Params().N, 32)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -120,6 +120,7 @@ func (s *Service) newDataKeyPair(ctx context.Context, ks *keySpec) (priv, pub []
 		if err != nil {
 			return nil, nil, internal(err)
 		}
+		//lint:ignore SA1019 D is read here only to overwrite it once the key is encoded.
 		defer zeroInt(k.D)
 		return marshalPair(k, &k.PublicKey)
 	}
