@@ -309,3 +309,67 @@ func TestKeyPairObjectsAreProtected(t *testing.T) {
 		}
 	}
 }
+
+// After every session is closed behind the Token's back (as a token restart
+// would), signing, verifying, MACs and RSA decryption recover: the login is
+// redone and both halves of the pair are found (and copied) again.
+func TestAsymmetricRecoversAfterLogout(t *testing.T) {
+	for _, copies := range []bool{false, true} {
+		t.Run(map[bool]string{false: "token object", true: "session copy"}[copies], func(t *testing.T) {
+			tk := openToken(t, func(c *Config) { c.SessionKeyCopies = copies })
+			ctx := context.Background()
+			sig, dec, mac := newRef(), newRef(), newRef()
+			if err := tk.GenerateECKeyPair(ctx, sig, P384); err != nil {
+				t.Fatal(err)
+			}
+			if err := tk.GenerateRSAKeyPair(ctx, dec, 2048, UsageDecrypt); err != nil {
+				t.Fatal(err)
+			}
+			if err := tk.GenerateHMACKey(ctx, mac, 32); err != nil {
+				t.Fatal(err)
+			}
+			der, err := tk.PublicKey(ctx, dec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pk, _ := x509.ParsePKIXPublicKey(der)
+			ct, _ := rsa.EncryptOAEP(sha256.New(), rand.Reader, pk.(*rsa.PublicKey), []byte("kept"), nil)
+			d := digestOf(crypto.SHA384, []byte("m"))
+			var m []byte
+			use := func(when string) {
+				t.Helper()
+				err := withSession(t, tk, func(s *Session) error {
+					sg, err := s.Sign(sig, ECDSA, crypto.SHA384, d)
+					if err != nil {
+						return err
+					}
+					if err := s.Verify(sig, ECDSA, crypto.SHA384, d, sg); err != nil {
+						return err
+					}
+					pt, err := s.DecryptOAEP(dec, crypto.SHA256, ct)
+					if err != nil {
+						return err
+					}
+					if string(pt) != "kept" {
+						t.Errorf("%s: decrypted %q", when, pt)
+					}
+					if m == nil {
+						m, err = s.MAC(mac, crypto.SHA256, []byte("m"))
+						return err
+					}
+					return s.VerifyMAC(mac, crypto.SHA256, []byte("m"), m)
+				})
+				if err != nil {
+					t.Fatalf("%s: %v", when, err)
+				}
+			}
+			use("before")
+			tk.mu.RLock()
+			if err := tk.ctx.CloseAllSessions(tk.slot); err != nil {
+				t.Fatal(err)
+			}
+			tk.mu.RUnlock()
+			use("after logout")
+		})
+	}
+}

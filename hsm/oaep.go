@@ -48,10 +48,7 @@ func (s *Session) DecryptOAEP(r KeyRef, h crypto.Hash, ciphertext []byte) ([]byt
 			mode.native.Store(true)
 			pt, err := c.Decrypt(s.h, ciphertext)
 			if err != nil {
-				if k := translate("C_Decrypt", err, true); !isInvalidCiphertext(k) {
-					return nil, k
-				}
-				return nil, errOAEP
+				return nil, decryptFailure(err)
 			}
 			return pt, nil
 		case !mode.native.Load() && (code == pkcs11.CKR_ARGUMENTS_BAD || code == pkcs11.CKR_MECHANISM_PARAM_INVALID ||
@@ -67,10 +64,7 @@ func (s *Session) DecryptOAEP(r KeyRef, h crypto.Hash, ciphertext []byte) ([]byt
 	}
 	em, err := c.Decrypt(s.h, ciphertext)
 	if err != nil {
-		if k := translate("C_Decrypt", err, true); !isInvalidCiphertext(k) {
-			return nil, k
-		}
-		return nil, errOAEP
+		return nil, decryptFailure(err)
 	}
 	defer clear(em)
 	if len(em) > e.size {
@@ -82,9 +76,17 @@ func (s *Session) DecryptOAEP(r KeyRef, h crypto.Hash, ciphertext []byte) ([]byt
 	return decodeOAEP(h, full)
 }
 
-func isInvalidCiphertext(err error) bool {
-	he, ok := err.(*Error)
-	return ok && he.Kind == ErrInvalidCiphertext
+// decryptFailure maps a failed C_Decrypt of an RSA ciphertext. Whatever code
+// the token gives for a ciphertext it cannot decrypt (SoftHSM2 says
+// CKR_GENERAL_ERROR; others may say ENCRYPTED_DATA_INVALID, DATA_INVALID, …)
+// becomes the one errOAEP: a code that varied with the padding would be an
+// oracle. Only failures of the session, login or handle, which depend on no
+// ciphertext, keep their own kind so Do can repair them.
+func decryptFailure(err error) error {
+	if sessionBroken(err) || needsRecovery(err) || handleStale(err) {
+		return translate("C_Decrypt", err, false)
+	}
+	return errOAEP
 }
 
 // decodeOAEP removes EME-OAEP padding (RFC 8017, section 7.1.2, step 3) with

@@ -120,6 +120,10 @@ func TestSecretJSONMatchesEncodingJSON(t *testing.T) {
 		"data key":                    &service.GenerateDataKeyOutput{CiphertextBlob: []byte{1, 2, 3}, Plaintext: pt, KeyId: "k\u2028\"", KeyMaterialId: "m"},
 		"data key without plaintext":  &service.GenerateDataKeyOutput{CiphertextBlob: []byte{1, 2, 3}, KeyId: "k"},
 		"random":                      &service.GenerateRandomOutput{Plaintext: pt[:7]},
+		"data key pair": &service.GenerateDataKeyPairOutput{PrivateKeyCiphertextBlob: []byte{4, 5}, PrivateKeyPlaintext: pt,
+			PublicKey: []byte{6, 7, 8}, KeyId: "k", KeyPairSpec: "ECC_NIST_P256", KeyMaterialId: "m"},
+		"data key pair without plaintext": &service.GenerateDataKeyPairOutput{PrivateKeyCiphertextBlob: []byte{4, 5},
+			PublicKey: []byte{6, 7, 8}, KeyId: "k", KeyPairSpec: "RSA_2048"},
 	}
 	for name, out := range cases {
 		var got bytes.Buffer
