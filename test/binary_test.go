@@ -12,6 +12,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
+	"github.com/aws/aws-sdk-go-v2/service/kms/types"
 )
 
 // TestBinaryDevServe runs `hsmkms serve --dev`: it prints its endpoint and
@@ -68,6 +69,20 @@ func TestBinaryRestartPersistence(t *testing.T) {
 	ec := map[string]string{"restart": "yes"}
 	pt := []byte("survives a restart")
 	blob := encrypt(t, c, id, pt, ec)
+	// A key pair too: its signature and its public key must survive.
+	signer, err := c.CreateKey(ctxT(t), &kms.CreateKeyInput{KeySpec: types.KeySpecEccNistP256, KeyUsage: types.KeyUsageTypeSignVerify})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := c.Sign(ctxT(t), &kms.SignInput{KeyId: signer.KeyMetadata.KeyId, Message: pt,
+		SigningAlgorithm: types.SigningAlgorithmSpecEcdsaSha256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := c.GetPublicKey(ctxT(t), &kms.GetPublicKeyInput{KeyId: signer.KeyMetadata.KeyId})
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -104,8 +119,16 @@ func TestBinaryRestartPersistence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(l.Keys) != 2 {
-		t.Errorf("after restart ListKeys shows %d keys, want 2", len(l.Keys))
+	if len(l.Keys) != 3 {
+		t.Errorf("after restart ListKeys shows %d keys, want 3", len(l.Keys))
+	}
+	if _, err := c2.Verify(ctxT(t), &kms.VerifyInput{KeyId: signer.KeyMetadata.KeyId, Message: pt, Signature: sig.Signature,
+		SigningAlgorithm: types.SigningAlgorithmSpecEcdsaSha256}); err != nil {
+		t.Errorf("a signature from before the restart does not verify after it: %v", err)
+	}
+	pub2, err := c2.GetPublicKey(ctxT(t), &kms.GetPublicKeyInput{KeyId: signer.KeyMetadata.KeyId})
+	if err != nil || !bytes.Equal(pub2.PublicKey, pub.PublicKey) {
+		t.Errorf("public key changed across the restart (%v)", err)
 	}
 	// New work after the restart, under the old key.
 	blob2 := encrypt(t, c2, id, []byte("after"), nil)
