@@ -152,6 +152,20 @@ func digestFor(alg string, msgType *string, msg []byte) ([]byte, error) {
 	return nil, Errorf(ExcValidation, "MessageType %s is valid only for ML_DSA keys.", *msgType)
 }
 
+// signingRequest checks the key of a Sign or Verify request and returns the
+// algorithm and what the token signs or verifies.
+func (s *Service) signingRequest(ctx context.Context, caller Caller, keyID, op, alg string, msgType *string, msg []byte) (*key, signAlg, []byte, error) {
+	k, err := s.keyFor(ctx, caller, keyID, op, UsageSignVerify, alg)
+	if err != nil {
+		return nil, signAlg{}, nil, err
+	}
+	digest, err := digestFor(alg, msgType, msg)
+	if err != nil {
+		return nil, signAlg{}, nil, err
+	}
+	return k, signAlgs[alg], digest, nil
+}
+
 // Sign signs a message, or its digest, with an asymmetric key's private key
 // in the token. ECDSA signatures are DER, as AWS returns them.
 func (s *Service) Sign(ctx context.Context, caller Caller, in SignInput) (*SignOutput, error) {
@@ -161,18 +175,13 @@ func (s *Service) Sign(ctx context.Context, caller Caller, in SignInput) (*SignO
 		return nil, err
 	}
 	alg := *in.SigningAlgorithm
-	k, err := s.keyFor(ctx, caller, in.KeyId, "Sign", UsageSignVerify, alg)
-	if err != nil {
-		return nil, err
-	}
-	digest, err := digestFor(alg, in.MessageType, in.Message)
+	k, sa, digest, err := s.signingRequest(ctx, caller, in.KeyId, "Sign", alg, in.MessageType, in.Message)
 	if err != nil {
 		return nil, err
 	}
 	if in.DryRun {
 		return nil, dryRun()
 	}
-	sa := signAlgs[alg]
 	var sig []byte
 	err = s.token.Do(ctx, func(sess *hsm.Session) error {
 		var err error
@@ -198,18 +207,13 @@ func (s *Service) Verify(ctx context.Context, caller Caller, in VerifyInput) (*V
 		return nil, err
 	}
 	alg := *in.SigningAlgorithm
-	k, err := s.keyFor(ctx, caller, in.KeyId, "Verify", UsageSignVerify, alg)
-	if err != nil {
-		return nil, err
-	}
-	digest, err := digestFor(alg, in.MessageType, in.Message)
+	k, sa, digest, err := s.signingRequest(ctx, caller, in.KeyId, "Verify", alg, in.MessageType, in.Message)
 	if err != nil {
 		return nil, err
 	}
 	if in.DryRun {
 		return nil, dryRun()
 	}
-	sa := signAlgs[alg]
 	err = s.token.Do(ctx, func(sess *hsm.Session) error {
 		return sess.Verify(k.ref(k.rec.Current().Number), sa.scheme, sa.hash, digest, in.Signature)
 	})
