@@ -165,11 +165,10 @@ func TestECDSASignatures(t *testing.T) {
 	}
 }
 
-// TestOAEPDecrypt decrypts ciphertexts made by crypto/rsa with both hashes:
-// SHA-1 natively in the token, SHA-256 through the raw RSA operation and the
-// Go decoder (SoftHSM2 has no OAEP with SHA-256).
-func TestOAEPDecrypt(t *testing.T) {
-	tk := openToken(t, func(c *Config) { c.SessionKeyCopies = true })
+// newDecryptionKey makes an RSA-2048 decryption key pair and returns its
+// public half as the token reports it.
+func newDecryptionKey(t *testing.T, tk *Token) (KeyRef, *rsa.PublicKey) {
+	t.Helper()
 	r := newRef()
 	if err := tk.GenerateRSAKeyPair(context.Background(), r, 2048, UsageDecrypt); err != nil {
 		t.Fatal(err)
@@ -178,8 +177,19 @@ func TestOAEPDecrypt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pk, _ := x509.ParsePKIXPublicKey(der)
-	pub := pk.(*rsa.PublicKey)
+	pk, err := x509.ParsePKIXPublicKey(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, pk.(*rsa.PublicKey)
+}
+
+// TestOAEPDecrypt decrypts ciphertexts made by crypto/rsa with both hashes:
+// SHA-1 natively in the token, SHA-256 through the raw RSA operation and the
+// Go decoder (SoftHSM2 has no OAEP with SHA-256).
+func TestOAEPDecrypt(t *testing.T) {
+	tk := openToken(t, func(c *Config) { c.SessionKeyCopies = true })
+	r, pub := newDecryptionKey(t, tk)
 	for _, h := range []crypto.Hash{crypto.SHA1, crypto.SHA256} {
 		for _, n := range []int{0, 1, 100, pub.Size() - 2*h.Size() - 2} {
 			msg := bytes.Repeat([]byte{0x5a}, n)

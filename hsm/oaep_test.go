@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"crypto/rsa"
-	"crypto/x509"
 	"math/big"
 	"testing"
 )
@@ -91,16 +89,7 @@ func TestDecodeOAEPCrafted(t *testing.T) {
 // and checks that DecryptOAEP gives the same answer as the decoder alone.
 func TestDecryptOAEPCraftedThroughToken(t *testing.T) {
 	tk := openToken(t, nil)
-	r := newRef()
-	if err := tk.GenerateRSAKeyPair(context.Background(), r, 2048, UsageDecrypt); err != nil {
-		t.Fatal(err)
-	}
-	der, err := tk.PublicKey(context.Background(), r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pk, _ := x509.ParsePKIXPublicKey(der)
-	pub := pk.(*rsa.PublicKey)
+	r, pub := newDecryptionKey(t, tk)
 	rawEncrypt := func(em []byte) []byte {
 		m := new(big.Int).SetBytes(em)
 		c := new(big.Int).Exp(m, big.NewInt(int64(pub.E)), pub.N)
