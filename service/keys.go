@@ -2,7 +2,6 @@ package service
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -99,15 +98,15 @@ func (s *Service) CreateKey(ctx context.Context, caller Caller, in CreateKeyInpu
 	if ks == nil || !contains(ks.usages, usage) {
 		return nil, Errorf(ExcUnsupportedOp, "KeySpec %s with KeyUsage %s is not supported by this key service.", spec, usage)
 	}
+	id := uuid.New()
 	policy := defaultPolicy(s.partition, caller.Account)
 	if in.Policy != nil {
-		if !json.Valid([]byte(*in.Policy)) {
-			return nil, Errorf(ExcMalformedPolicy, "The key policy is not a valid JSON document.")
+		if _, err := checkKeyPolicy(*in.Policy, caller, s.keyARN(caller.Account, id.String()), in.BypassPolicyLockoutSafetyCheck); err != nil {
+			return nil, err
 		}
 		policy = *in.Policy
 	}
 
-	id := uuid.New()
 	now := s.now().UTC().Truncate(1e6)
 	rec := store.Key{
 		ID: id.String(), Account: caller.Account, Region: s.region, CreatedAt: now,

@@ -15,6 +15,7 @@ import (
 
 	"github.com/hsmkms/hsmkms/blob"
 	"github.com/hsmkms/hsmkms/hsm"
+	"github.com/hsmkms/hsmkms/service/policy"
 	"github.com/hsmkms/hsmkms/service/store"
 )
 
@@ -49,6 +50,9 @@ type Caller struct {
 	Account     string // 12-digit account id
 	ARN         string // principal ARN, e.g. arn:aws:iam::111122223333:root
 	AccessKeyID string
+	// Identity holds the principal's IAM identity policies, which a key
+	// policy naming the principal's account delegates to.
+	Identity []*policy.Policy
 }
 
 // Config is what New needs, as Go values; cmd/hsmkms builds it from flags,

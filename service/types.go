@@ -342,3 +342,36 @@ type GenerateDataKeyPairOutput struct {
 
 // Zero overwrites the private key.
 func (o *GenerateDataKeyPairOutput) Zero() { clear(o.PrivateKeyPlaintext) }
+
+// GetKeyPolicyInput is the GetKeyPolicy request.
+type GetKeyPolicyInput struct {
+	KeyId      string  `json:"KeyId"`
+	PolicyName *string `json:"PolicyName"`
+}
+
+// GetKeyPolicyOutput is the GetKeyPolicy response.
+type GetKeyPolicyOutput struct {
+	Policy     string `json:"Policy"`
+	PolicyName string `json:"PolicyName"`
+}
+
+// PutKeyPolicyInput is the PutKeyPolicy request.
+type PutKeyPolicyInput struct {
+	KeyId                          string  `json:"KeyId"`
+	PolicyName                     *string `json:"PolicyName"`
+	Policy                         *string `json:"Policy"`
+	BypassPolicyLockoutSafetyCheck bool    `json:"BypassPolicyLockoutSafetyCheck"`
+}
+
+// ListKeyPoliciesInput is the ListKeyPolicies request.
+type ListKeyPoliciesInput struct {
+	KeyId  string  `json:"KeyId"`
+	Limit  *int32  `json:"Limit"`
+	Marker *string `json:"Marker"`
+}
+
+// ListKeyPoliciesOutput is the ListKeyPolicies response.
+type ListKeyPoliciesOutput struct {
+	PolicyNames []string `json:"PolicyNames"`
+	Truncated   bool     `json:"Truncated"`
+}

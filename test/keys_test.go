@@ -110,7 +110,8 @@ func TestCreateKeyDefaults(t *testing.T) {
 	// Explicit defaults are accepted.
 	out2, err := c.CreateKey(ctxT(t), &kms.CreateKeyInput{
 		KeySpec: types.KeySpecSymmetricDefault, KeyUsage: types.KeyUsageTypeEncryptDecrypt,
-		Origin: types.OriginTypeAwsKms, Policy: aws.String(`{"Version":"2012-10-17","Statement":[]}`),
+		Origin: types.OriginTypeAwsKms, Policy: aws.String(`{"Version":"2012-10-17","Statement":[{"Effect":"Allow",` +
+			`"Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":"kms:*","Resource":"*"}]}`),
 	})
 	if err != nil {
 		t.Fatalf("CreateKey with explicit defaults: %v", err)

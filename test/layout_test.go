@@ -29,7 +29,8 @@ func TestImportsPointDown(t *testing.T) {
 		for _, d := range deps {
 			drel, internal := strings.CutPrefix(d, mod+"/")
 			switch {
-			case strings.HasPrefix(d, "github.com/miekg/pkcs11") || strings.HasPrefix(d, "github.com/ThalesIgnite/crypto11"):
+			case strings.HasPrefix(d, "github.com/miekg/pkcs11") || strings.HasPrefix(d, "github.com/ThalesIgnite/crypto11") ||
+				strings.HasPrefix(d, "github.com/ThalesGroup/crypto11"):
 				if rel != "hsm" {
 					t.Errorf("%s imports %s; only hsm may", rel, d)
 				}
@@ -45,6 +46,8 @@ func TestImportsPointDown(t *testing.T) {
 				t.Errorf("hsm imports %s; it must not import other hsmkms packages", d)
 			case (rel == "service" || rel == "service/store") && (strings.Contains(d, "labstack/echo") || drel == "service/api"):
 				t.Errorf("%s imports %s; only service/api speaks HTTP", rel, d)
+			case rel == "service/policy" && !isStd(d):
+				t.Errorf("service/policy imports %s; it is pure Go on the standard library", d)
 			case rel == "service/store" && internal:
 				t.Errorf("service/store imports %s", d)
 			case rel == "service/api/sigv4" && !isStd(d):

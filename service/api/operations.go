@@ -95,6 +95,9 @@ var operations = map[string]operation{
 	"TrentService.GetKeyRotationStatus": op((*service.Service).GetKeyRotationStatus, nil),
 	"TrentService.RotateKeyOnDemand":    op((*service.Service).RotateKeyOnDemand, nil),
 	"TrentService.ListKeyRotations":     op((*service.Service).ListKeyRotations, nil),
+	"TrentService.GetKeyPolicy":         op((*service.Service).GetKeyPolicy, nil),
+	"TrentService.PutKeyPolicy":         noOutput((*service.Service).PutKeyPolicy),
+	"TrentService.ListKeyPolicies":      op((*service.Service).ListKeyPolicies, nil),
 }
 
 // Operations returns the names of the supported operations.
