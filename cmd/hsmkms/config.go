@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/hsmkms/hsmkms/service/policy"
 )
 
 // fileConfig is the YAML configuration file (version: v1). Flags given on the
@@ -40,6 +43,26 @@ type principalConfig struct {
 		SecretEnv  string `yaml:"secret_env"`
 		SecretFile string `yaml:"secret_file"`
 	} `yaml:"access_keys"`
+	// Policies are the principal's IAM identity policies, in IAM's grammar
+	// written as YAML (or JSON, which is YAML).
+	Policies []any `yaml:"policies"`
+}
+
+// identityPolicies parses a principal's identity policies.
+func (p *principalConfig) identityPolicies() ([]*policy.Policy, error) {
+	var out []*policy.Policy
+	for i, doc := range p.Policies {
+		js, err := json.Marshal(doc)
+		if err != nil {
+			return nil, fmt.Errorf("policy %d of %s: %w", i+1, p.ARN, err)
+		}
+		pol, err := policy.Parse(js, policy.IdentityPolicy)
+		if err != nil {
+			return nil, fmt.Errorf("policy %d of %s: %w", i+1, p.ARN, err)
+		}
+		out = append(out, pol)
+	}
+	return out, nil
 }
 
 // options is the resolved configuration of `hsmkms serve`.

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/hsmkms/hsmkms/service"
 )
 
 func TestLoopbackOnly(t *testing.T) {
@@ -80,6 +82,13 @@ pkcs11:
 principals:
   - arn: arn:aws:iam::111122223333:user/alice
     access_keys: [{id: AKIAALICE, secret_env: ALICE_SECRET}]
+    policies:
+      - Version: "2012-10-17"
+        Statement:
+          - Effect: Allow
+            Action: ["kms:Encrypt", "kms:Decrypt"]
+            Resource: "*"
+      - {"Version": "2012-10-17", "Statement": {"Effect": "Deny", "Action": "kms:ScheduleKeyDeletion", "Resource": "*"}}
 `)
 	o, err := parseServeFlags([]string{"--config", good, "--region", "us-west-2"}, io.Discard)
 	if err != nil {
@@ -95,6 +104,25 @@ principals:
 	}
 	if c, ok := creds.Lookup("AKIAALICE"); !ok || string(c.Secret) != "alice-secret" {
 		t.Fatalf("credential for AKIAALICE: %+v, %v", c, ok)
+	}
+	c, _ := creds.Lookup("AKIAALICE")
+	if id := c.Principal.(service.Caller).Identity; len(id) != 2 || len(id[0].Statements) != 1 || !id[0].Statements[0].Allow || id[1].Statements[0].Allow {
+		t.Fatalf("alice's identity policies: %+v", id)
+	}
+	malformedPolicy := write("malformed.yaml", `version: v1
+pkcs11: {token_label: x}
+principals:
+  - arn: arn:aws:iam::111122223333:user/alice
+    access_keys: [{id: AKIAALICE, secret_env: ALICE_SECRET}]
+    policies: [{Statement: {Effect: Perhaps, Action: "kms:*", Resource: "*"}}]
+`)
+	o, err = parseServeFlags([]string{"--config", malformedPolicy}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := o.credentials(); err == nil || !strings.Contains(err.Error(), "policy 1 of arn:aws:iam::111122223333:user/alice") ||
+		!strings.Contains(err.Error(), "Effect must be") {
+		t.Errorf("malformed identity policy: %v", err)
 	}
 
 	bad := []struct{ name, file, want string }{

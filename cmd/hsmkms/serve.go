@@ -214,12 +214,16 @@ func (o *options) credentials() (api.StaticCredentials, error) {
 		if len(p.AccessKeys) == 0 {
 			return nil, fmt.Errorf("config: principal %s has no access keys", p.ARN)
 		}
+		identity, err := p.identityPolicies()
+		if err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
 		for _, k := range p.AccessKeys {
 			secret, err := readSecret(k.SecretFile, k.SecretEnv)
 			if err != nil {
 				return nil, fmt.Errorf("config: access key %s of %s: %w", k.ID, p.ARN, err)
 			}
-			if err := creds.Add(k.ID, []byte(secret), service.Caller{Account: account, ARN: p.ARN}); err != nil {
+			if err := creds.Add(k.ID, []byte(secret), service.Caller{Account: account, ARN: p.ARN, Identity: identity}); err != nil {
 				return nil, fmt.Errorf("config: %w", err)
 			}
 		}
