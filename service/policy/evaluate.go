@@ -118,6 +118,30 @@ func Evaluate(key *Policy, identity []*Policy, r *Request) Decision {
 // withCallerKeys returns r with aws:PrincipalArn, aws:PrincipalAccount and
 // kms:CallerAccount in its context, copying the context (never writing the
 // caller's map) only when one is missing.
+// EvaluateIdentity decides r by the caller's identity policies alone, for
+// actions that no key policy governs (CreateKey, ListKeys, ListAliases,
+// GenerateRandom): an account's root may do them, any other principal needs
+// an identity policy that allows and none that denies.
+func EvaluateIdentity(identity []*Policy, r *Request) Decision {
+	r = withCallerKeys(r)
+	allowed := isRoot(r.Principal, r.Account)
+	for _, p := range identity {
+		for _, s := range p.Statements {
+			if !s.applies(r) {
+				continue
+			}
+			if !s.Allow {
+				return ExplicitDeny
+			}
+			allowed = true
+		}
+	}
+	if allowed {
+		return Allow
+	}
+	return ImplicitDeny
+}
+
 func withCallerKeys(r *Request) *Request {
 	want := [...][2]string{{"aws:principalarn", r.Principal}, {"aws:principalaccount", r.Account}, {"kms:calleraccount", r.Account}}
 	missing := false

@@ -30,7 +30,13 @@ type Policy struct {
 	Version    string
 	ID         string
 	Statements []Statement
+	// keys are the condition keys its conditions read (lower-cased).
+	keys map[string]bool
 }
+
+// Uses reports whether any condition of the policy reads key, so callers can
+// skip computing costly condition keys no policy asks for.
+func (p *Policy) Uses(key string) bool { return p != nil && p.keys[strings.ToLower(key)] }
 
 // Statement is one statement of a policy.
 type Statement struct {
@@ -67,6 +73,9 @@ func malformed(format string, args ...any) *Error {
 // Parse parses a policy document of kind. Every grammar error is an *Error
 // that says what is wrong and where.
 func Parse(doc []byte, kind Kind) (*Policy, error) {
+	if err := noDuplicateKeys(doc); err != nil {
+		return nil, err
+	}
 	dec := json.NewDecoder(bytes.NewReader(doc))
 	dec.UseNumber()
 	var raw map[string]any
@@ -120,8 +129,58 @@ func Parse(doc []byte, kind Kind) (*Policy, error) {
 			return nil, malformed("Statement %d%s: %s", i+1, sidOf(obj), err.Message)
 		}
 		p.Statements = append(p.Statements, st)
+		for _, c := range st.Conditions {
+			if p.keys == nil {
+				p.keys = map[string]bool{}
+			}
+			p.keys[c.key] = true
+		}
 	}
 	return p, nil
+}
+
+// noDuplicateKeys refuses a document in which an object names a key twice
+// (encoding/json would silently keep the last), as IAM does.
+func noDuplicateKeys(doc []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(doc))
+	type frame struct {
+		object bool
+		seen   map[string]bool
+		key    bool // the next token of this object is a key
+	}
+	var stack []*frame
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil // not JSON: Parse reports it
+		}
+		if len(stack) > 0 {
+			top := stack[len(stack)-1]
+			if top.object && top.key {
+				if k, ok := tok.(string); ok {
+					if top.seen[k] {
+						return malformed("The policy names %q twice in one object.", k)
+					}
+					top.seen[k] = true
+					top.key = false
+					continue
+				}
+			} else if top.object {
+				top.key = true // this token is the value
+			}
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, &frame{object: true, seen: map[string]bool{}, key: true})
+		case json.Delim('['):
+			stack = append(stack, &frame{})
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+			if len(stack) == 0 {
+				return nil
+			}
+		}
+	}
 }
 
 func sidOf(obj map[string]any) string {
