@@ -21,13 +21,13 @@ type exampleFile struct {
 	KeyPolicy        json.RawMessage              `json:"key_policy"`
 	IdentityPolicies map[string][]json.RawMessage `json:"identity_policies"`
 	Cases            []struct {
-		Name      string              `json:"name"`
-		Principal string              `json:"principal"`
-		Action    string              `json:"action"`
-		Resource  string              `json:"resource"`
+		Name      string                  `json:"name"`
+		Principal string                  `json:"principal"`
+		Action    string                  `json:"action"`
+		Resource  string                  `json:"resource"`
 		Context   map[string]stringOrList `json:"context"`
-		Want      string              `json:"want"`
-		Note      string              `json:"note"`
+		Want      string                  `json:"want"`
+		Note      string                  `json:"note"`
 	} `json:"cases"`
 }
 
