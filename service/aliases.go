@@ -77,9 +77,11 @@ func checkAliasName(name string) error {
 }
 
 // aliasTarget resolves the TargetKeyId of CreateAlias or UpdateAlias: a key
-// id or key ARN of the caller's account, not pending deletion.
-func (s *Service) aliasTarget(ctx context.Context, caller Caller, keyID string) (*key, error) {
-	k, err := s.resolve(ctx, caller, "targetKeyId", keyID, idOrARN)
+// id or key ARN of the caller's account, not pending deletion, whose policy
+// lets the caller run action. (AWS also checks the action on the alias with
+// the caller's identity policies; hsmkms governs aliases by their keys.)
+func (s *Service) aliasTarget(ctx context.Context, caller Caller, keyID, action string) (*key, error) {
+	k, err := s.resolve(ctx, caller, "targetKeyId", keyID, idOrARN, action, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -94,7 +96,7 @@ func (s *Service) CreateAlias(ctx context.Context, caller Caller, in CreateAlias
 	if err := checkAliasName(in.AliasName); err != nil {
 		return err
 	}
-	k, err := s.aliasTarget(ctx, caller, in.TargetKeyId)
+	k, err := s.aliasTarget(ctx, caller, in.TargetKeyId, "kms:CreateAlias")
 	if err != nil {
 		return err
 	}
@@ -116,7 +118,7 @@ func (s *Service) UpdateAlias(ctx context.Context, caller Caller, in CreateAlias
 	if err := checkAliasName(in.AliasName); err != nil {
 		return err
 	}
-	k, err := s.aliasTarget(ctx, caller, in.TargetKeyId)
+	k, err := s.aliasTarget(ctx, caller, in.TargetKeyId, "kms:UpdateAlias")
 	if err != nil {
 		return err
 	}
@@ -130,8 +132,14 @@ func (s *Service) UpdateAlias(ctx context.Context, caller Caller, in CreateAlias
 	if err != nil {
 		return internal(err)
 	}
-	if cur, err := s.cached(ctx, a.TargetKeyID); err == nil &&
-		(cur.rec.KeySpec != k.rec.KeySpec || cur.rec.KeyUsage != k.rec.KeyUsage) {
+	cur, err := s.cached(ctx, a.TargetKeyID)
+	if err == nil {
+		// The alias's current key must let the caller move it away too.
+		if err := s.authorize(ctx, caller, cur, "kms:UpdateAlias", cur.rec.ID, nil); err != nil {
+			return err
+		}
+	}
+	if err == nil && (cur.rec.KeySpec != k.rec.KeySpec || cur.rec.KeyUsage != k.rec.KeyUsage) {
 		return Errorf(ExcValidation, "Alias %s cannot be changed from a %s %s key to a %s %s key.",
 			s.aliasARN(caller.Account, in.AliasName), cur.rec.KeySpec, cur.rec.KeyUsage, k.rec.KeySpec, k.rec.KeyUsage)
 	}
@@ -153,6 +161,13 @@ func (s *Service) UpdateAlias(ctx context.Context, caller Caller, in CreateAlias
 func (s *Service) DeleteAlias(ctx context.Context, caller Caller, in DeleteAliasInput) error {
 	if err := checkAliasName(in.AliasName); err != nil {
 		return err
+	}
+	if a, err := s.store.GetAlias(ctx, caller.Account, in.AliasName); err == nil {
+		if k, err := s.cached(ctx, a.TargetKeyID); err == nil {
+			if err := s.authorize(ctx, caller, k, "kms:DeleteAlias", k.rec.ID, nil); err != nil {
+				return err
+			}
+		}
 	}
 	err := s.store.DeleteAlias(ctx, caller.Account, in.AliasName)
 	if errors.Is(err, store.ErrNotFound) {
@@ -184,11 +199,19 @@ func (s *Service) ListAliases(ctx context.Context, caller Caller, in ListAliases
 			return nil, Errorf(ExcInvalidMarker, "Invalid marker")
 		}
 	}
+	if err := s.authorizeAccount(caller, "kms:ListAliases"); err != nil {
+		return nil, err
+	}
 	keyID := ""
 	if in.KeyId != nil {
-		k, err := s.resolve(ctx, caller, "keyId", *in.KeyId, idOrARN)
+		// ListAliases is governed by identity policies alone, and lists
+		// only the caller's account.
+		k, err := s.lookup(ctx, caller, "keyId", *in.KeyId, idOrARN)
 		if err != nil {
 			return nil, err
+		}
+		if k.rec.Account != caller.Account {
+			return nil, accessDenied(caller, "kms:ListAliases", k.arn)
 		}
 		keyID = k.rec.ID
 	}

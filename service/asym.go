@@ -9,6 +9,7 @@ import (
 	"fmt"
 
 	"github.com/hsmkms/hsmkms/hsm"
+	"github.com/hsmkms/hsmkms/service/policy"
 )
 
 // publicKey is an asymmetric key's public half, read from the token once per
@@ -74,8 +75,8 @@ func noContext(k *key, ec map[string]string, field string) error {
 
 // keyFor resolves a KeyId for a signing or MAC operation and checks the key's
 // state, its usage and that its spec allows alg.
-func (s *Service) keyFor(ctx context.Context, caller Caller, keyID, op, usage, alg string) (*key, error) {
-	k, err := s.resolve(ctx, caller, "keyId", keyID, idARNOrAlias)
+func (s *Service) keyFor(ctx context.Context, caller Caller, keyID, op, usage, alg string, c conditions) (*key, error) {
+	k, err := s.resolve(ctx, caller, "keyId", keyID, idARNOrAlias, "kms:"+op, c)
 	if err != nil {
 		return nil, err
 	}
@@ -100,7 +101,7 @@ func (s *Service) GetPublicKey(ctx context.Context, caller Caller, in GetPublicK
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	k, err := s.resolve(ctx, caller, "keyId", in.KeyId, idARNOrAlias)
+	k, err := s.resolve(ctx, caller, "keyId", in.KeyId, idARNOrAlias, "kms:GetPublicKey", nil)
 	if err != nil {
 		return nil, err
 	}
@@ -155,7 +156,14 @@ func digestFor(alg string, msgType *string, msg []byte) ([]byte, error) {
 // signingRequest checks the key of a Sign or Verify request and returns the
 // algorithm and what the token signs or verifies.
 func (s *Service) signingRequest(ctx context.Context, caller Caller, keyID, op, alg string, msgType *string, msg []byte) (*key, signAlg, []byte, error) {
-	k, err := s.keyFor(ctx, caller, keyID, op, UsageSignVerify, alg)
+	mt := "RAW"
+	if msgType != nil {
+		mt = *msgType
+	}
+	k, err := s.keyFor(ctx, caller, keyID, op, UsageSignVerify, alg, func(c policy.Context) {
+		c.Set("kms:SigningAlgorithm", alg)
+		c.Set("kms:MessageType", mt)
+	})
 	if err != nil {
 		return nil, signAlg{}, nil, err
 	}
@@ -226,6 +234,10 @@ func (s *Service) Verify(ctx context.Context, caller Caller, in VerifyInput) (*V
 	return &VerifyOutput{KeyId: k.arn, SignatureValid: true, SigningAlgorithm: alg}, nil
 }
 
+func macConditions(alg string) conditions {
+	return func(c policy.Context) { c.Set("kms:MacAlgorithm", alg) }
+}
+
 func validateMac(v *validation, msg []byte, alg *string, grants []string) {
 	if msg == nil {
 		v.null("message")
@@ -246,7 +258,7 @@ func (s *Service) GenerateMac(ctx context.Context, caller Caller, in GenerateMac
 		return nil, err
 	}
 	alg := *in.MacAlgorithm
-	k, err := s.keyFor(ctx, caller, in.KeyId, "GenerateMac", UsageMAC, alg)
+	k, err := s.keyFor(ctx, caller, in.KeyId, "GenerateMac", UsageMAC, alg, macConditions(alg))
 	if err != nil {
 		return nil, err
 	}
@@ -278,7 +290,7 @@ func (s *Service) VerifyMac(ctx context.Context, caller Caller, in VerifyMacInpu
 		return nil, err
 	}
 	alg := *in.MacAlgorithm
-	k, err := s.keyFor(ctx, caller, in.KeyId, "VerifyMac", UsageMAC, alg)
+	k, err := s.keyFor(ctx, caller, in.KeyId, "VerifyMac", UsageMAC, alg, macConditions(alg))
 	if err != nil {
 		return nil, err
 	}

@@ -8,6 +8,8 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -164,4 +166,43 @@ func BenchmarkAsymmetric(b *testing.B) {
 			b.ReportMetric(float64(rawT)/float64(svcT), "raw/service")
 		})
 	}
+}
+
+// BenchmarkEncryptPolicy compares Encrypt under the default key policy with
+// Encrypt under a 20-statement policy whose allowing statement has an
+// encryption context condition (issue 5: within 10 %), interleaved.
+func BenchmarkEncryptPolicy(b *testing.B) {
+	f := newFixture(b)
+	ctx := context.Background()
+	def := f.key(b)
+	var stmts []string
+	for i := 0; i < 19; i++ {
+		stmts = append(stmts, fmt.Sprintf(`{"Sid":"s%d","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:role/r%d"},`+
+			`"Action":["kms:Decrypt","kms:GenerateDataKey*"],"Resource":"*","Condition":{"StringEquals":{"kms:EncryptionContext:app":"a%d"}}}`, i, i, i))
+	}
+	stmts = append(stmts, `{"Sid":"root","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":"kms:*","Resource":"*",`+
+		`"Condition":{"StringEquals":{"kms:EncryptionContext:app":"bench"}}}`)
+	doc := `{"Version":"2012-10-17","Statement":[` + strings.Join(stmts, ",") + `]}`
+	big, err := f.svc.CreateKey(ctx, alice, CreateKeyInput{Policy: &doc, BypassPolicyLockoutSafetyCheck: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	pt := make([]byte, 1024)
+	ec := map[string]string{"app": "bench"}
+	var defT, bigT time.Duration
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		if _, err := f.svc.Encrypt(ctx, alice, EncryptInput{KeyId: def.KeyId, Plaintext: pt, EncryptionContext: ec}); err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		if _, err := f.svc.Encrypt(ctx, alice, EncryptInput{KeyId: big.KeyMetadata.KeyId, Plaintext: pt, EncryptionContext: ec}); err != nil {
+			b.Fatal(err)
+		}
+		defT += t1.Sub(t0)
+		bigT += time.Since(t1)
+	}
+	b.ReportMetric(float64(defT.Nanoseconds())/float64(b.N), "default-ns/op")
+	b.ReportMetric(float64(bigT.Nanoseconds())/float64(b.N), "20-statements-ns/op")
+	b.ReportMetric(float64(bigT)/float64(defT), "20-statements/default")
 }

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/hsmkms/hsmkms/blob"
 	"github.com/hsmkms/hsmkms/hsm"
+	"github.com/hsmkms/hsmkms/service/policy"
 )
 
 func checkDryRunModifiers(v *validation, mods []string) {
@@ -17,8 +19,8 @@ func checkDryRunModifiers(v *validation, mods []string) {
 
 // encryptionKey resolves a KeyId for a cryptographic operation and checks
 // the key's state and that it can run op with alg.
-func (s *Service) encryptionKey(ctx context.Context, caller Caller, field, keyID, op string, alg *string) (*key, error) {
-	k, err := s.resolve(ctx, caller, field, keyID, idARNOrAlias)
+func (s *Service) encryptionKey(ctx context.Context, caller Caller, field, keyID, op string, alg *string, action string, c conditions) (*key, error) {
+	k, err := s.resolve(ctx, caller, field, keyID, idARNOrAlias, action, c)
 	if err != nil {
 		return nil, err
 	}
@@ -58,7 +60,8 @@ func (s *Service) Encrypt(ctx context.Context, caller Caller, in EncryptInput) (
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	k, err := s.encryptionKey(ctx, caller, "keyId", in.KeyId, "Encrypt", in.EncryptionAlgorithm)
+	k, err := s.encryptionKey(ctx, caller, "keyId", in.KeyId, "Encrypt", in.EncryptionAlgorithm,
+		"kms:Encrypt", encryptionConditions(in.EncryptionContext, in.EncryptionAlgorithm))
 	if err != nil {
 		return nil, err
 	}
@@ -116,7 +119,10 @@ type opened struct {
 // (else IncorrectKeyException). Without it, a ciphertext that names no key of
 // ours is InvalidCiphertextException — or, when the request says it was made
 // under an RSA key, ValidationException: such ciphertexts need keyField.
-func (s *Service) openBlob(ctx context.Context, caller Caller, op string, ct []byte, keyField string, want *key, alg *string) (*opened, error) {
+//
+// The blob's key is authorized for action (with condition keys c) unless
+// want, which the caller authorized, is that key.
+func (s *Service) openBlob(ctx context.Context, caller Caller, op string, ct []byte, keyField string, want *key, alg *string, action string, c conditions) (*opened, error) {
 	b, perr := blob.Parse(ct)
 	var k *key
 	var err error
@@ -136,8 +142,10 @@ func (s *Service) openBlob(ctx context.Context, caller Caller, op string, ct []b
 		return nil, invalidCiphertext(err)
 	}
 	id := k.rec.ID
-	if k.rec.Account != caller.Account {
-		return nil, accessDenied(caller, "kms:"+op, k.arn)
+	if want == nil {
+		if err := s.authorize(ctx, caller, k, action, "", c); err != nil {
+			return nil, err
+		}
 	}
 	if err := usable(k); err != nil {
 		return nil, err
@@ -171,11 +179,11 @@ func ignoreCiphertext(dry bool, mods []string) bool {
 
 // dryRunKey finishes a DryRun that ignores the ciphertext: the named key
 // must exist, be usable and fit the operation.
-func (s *Service) dryRunKey(ctx context.Context, caller Caller, op, field string, keyID *string, alg *string) error {
+func (s *Service) dryRunKey(ctx context.Context, caller Caller, op, field string, keyID *string, alg *string, action string, c conditions) error {
 	if keyID == nil {
 		return Errorf(ExcValidation, "%s is required when DryRunModifiers includes IGNORE_CIPHERTEXT.", field)
 	}
-	if _, err := s.encryptionKey(ctx, caller, field, *keyID, op, alg); err != nil {
+	if _, err := s.encryptionKey(ctx, caller, field, *keyID, op, alg, action, c); err != nil {
 		return err
 	}
 	return dryRun()
@@ -210,19 +218,22 @@ func (s *Service) Decrypt(ctx context.Context, caller Caller, in DecryptInput) (
 		return nil, Errorf(ExcUnsupportedOp, "Recipient (Nitro Enclaves attestation) is not supported by this key service.")
 	}
 	if ignoreCiphertext(in.DryRun, in.DryRunModifiers) {
-		return nil, s.dryRunKey(ctx, caller, "Decrypt", "KeyId", in.KeyId, in.EncryptionAlgorithm)
+		return nil, s.dryRunKey(ctx, caller, "Decrypt", "KeyId", in.KeyId, in.EncryptionAlgorithm,
+			"kms:Decrypt", encryptionConditions(in.EncryptionContext, in.EncryptionAlgorithm))
 	}
 	var want *key
 	if in.KeyId != nil {
 		var err error
-		if want, err = s.resolve(ctx, caller, "keyId", *in.KeyId, idARNOrAlias); err != nil {
+		if want, err = s.resolve(ctx, caller, "keyId", *in.KeyId, idARNOrAlias, "kms:Decrypt",
+			encryptionConditions(in.EncryptionContext, in.EncryptionAlgorithm)); err != nil {
 			return nil, err
 		}
 		if !want.symmetric() {
 			return s.decryptAsymmetric(ctx, want, in)
 		}
 	}
-	o, err := s.openBlob(ctx, caller, "Decrypt", in.CiphertextBlob, "KeyId", want, in.EncryptionAlgorithm)
+	o, err := s.openBlob(ctx, caller, "Decrypt", in.CiphertextBlob, "KeyId", want, in.EncryptionAlgorithm,
+		"kms:Decrypt", encryptionConditions(in.EncryptionContext, in.EncryptionAlgorithm))
 	if err != nil {
 		return nil, err
 	}
@@ -274,6 +285,30 @@ func (s *Service) decryptAsymmetric(ctx context.Context, k *key, in DecryptInput
 	return &DecryptOutput{KeyId: k.arn, Plaintext: pt, EncryptionAlgorithm: alg}, nil
 }
 
+// reEncryptConditions returns the condition keys of ReEncrypt's two
+// permissions, kms:ReEncryptFrom (source context and algorithm) and
+// kms:ReEncryptTo (destination context and algorithm), both with
+// kms:ReEncryptOnSameKey. The keys are only looked up here, for that flag;
+// they are resolved and authorized in the request's order afterwards.
+func (s *Service) reEncryptConditions(ctx context.Context, caller Caller, in ReEncryptInput) (from, to conditions) {
+	srcID := ""
+	if in.SourceKeyId != nil {
+		if k, err := s.lookup(ctx, caller, "sourceKeyId", *in.SourceKeyId, idARNOrAlias); err == nil {
+			srcID = k.rec.ID
+		}
+	} else if b, err := blob.Parse(in.CiphertextBlob); err == nil {
+		srcID = blob.FormatKeyID(b.KeyID)
+	}
+	same := false
+	if k, err := s.lookup(ctx, caller, "destinationKeyId", in.DestinationKeyId, idARNOrAlias); err == nil {
+		same = srcID == k.rec.ID
+	}
+	onSame := func(c policy.Context) { c.Set("kms:ReEncryptOnSameKey", strconv.FormatBool(same)) }
+	from = encryptionConditions(in.SourceEncryptionContext, in.SourceEncryptionAlgorithm).and(onSame)
+	to = encryptionConditions(in.DestinationEncryptionContext, in.DestinationEncryptionAlgorithm).and(onSame)
+	return from, to
+}
+
 // ReEncrypt decrypts a ciphertext under its key and encrypts the plaintext
 // under the destination key, on one token session: symmetric and RSA
 // decryption run in the token, as does symmetric encryption; encryption to an
@@ -289,11 +324,14 @@ func (s *Service) ReEncrypt(ctx context.Context, caller Caller, in ReEncryptInpu
 	if err := v.err(); err != nil {
 		return nil, err
 	}
+	fromConds, toConds := s.reEncryptConditions(ctx, caller, in)
 	if ignoreCiphertext(in.DryRun, in.DryRunModifiers) {
-		if err := s.dryRunKey(ctx, caller, "ReEncrypt", "SourceKeyId", in.SourceKeyId, in.SourceEncryptionAlgorithm); !isDryRun(err) {
+		if err := s.dryRunKey(ctx, caller, "ReEncrypt", "SourceKeyId", in.SourceKeyId, in.SourceEncryptionAlgorithm,
+			"kms:ReEncryptFrom", fromConds); !isDryRun(err) {
 			return nil, err
 		}
-		if _, err := s.encryptionKey(ctx, caller, "destinationKeyId", in.DestinationKeyId, "ReEncrypt", in.DestinationEncryptionAlgorithm); err != nil {
+		if _, err := s.encryptionKey(ctx, caller, "destinationKeyId", in.DestinationKeyId, "ReEncrypt", in.DestinationEncryptionAlgorithm,
+			"kms:ReEncryptTo", toConds); err != nil {
 			return nil, err
 		}
 		return nil, dryRun()
@@ -302,7 +340,7 @@ func (s *Service) ReEncrypt(ctx context.Context, caller Caller, in ReEncryptInpu
 	var o *opened
 	if in.SourceKeyId != nil {
 		var err error
-		if src, err = s.resolve(ctx, caller, "sourceKeyId", *in.SourceKeyId, idARNOrAlias); err != nil {
+		if src, err = s.resolve(ctx, caller, "sourceKeyId", *in.SourceKeyId, idARNOrAlias, "kms:ReEncryptFrom", fromConds); err != nil {
 			return nil, err
 		}
 	}
@@ -312,12 +350,14 @@ func (s *Service) ReEncrypt(ctx context.Context, caller Caller, in ReEncryptInpu
 		}
 	} else {
 		var err error
-		if o, err = s.openBlob(ctx, caller, "ReEncrypt", in.CiphertextBlob, "SourceKeyId", src, in.SourceEncryptionAlgorithm); err != nil {
+		if o, err = s.openBlob(ctx, caller, "ReEncrypt", in.CiphertextBlob, "SourceKeyId", src, in.SourceEncryptionAlgorithm,
+			"kms:ReEncryptFrom", fromConds); err != nil {
 			return nil, err
 		}
 		src = o.k
 	}
-	dst, err := s.encryptionKey(ctx, caller, "destinationKeyId", in.DestinationKeyId, "ReEncrypt", in.DestinationEncryptionAlgorithm)
+	dst, err := s.encryptionKey(ctx, caller, "destinationKeyId", in.DestinationKeyId, "ReEncrypt", in.DestinationEncryptionAlgorithm,
+		"kms:ReEncryptTo", toConds)
 	if err != nil {
 		return nil, err
 	}
@@ -412,7 +452,7 @@ func (s *Service) GenerateDataKey(ctx context.Context, caller Caller, in Generat
 	case *in.KeySpec == "AES_128":
 		n = 16
 	}
-	k, err := s.encryptionKey(ctx, caller, "keyId", in.KeyId, op, nil)
+	k, err := s.encryptionKey(ctx, caller, "keyId", in.KeyId, op, nil, "kms:"+op, encryptionConditions(in.EncryptionContext, nil))
 	if err != nil {
 		return nil, err
 	}
@@ -459,6 +499,9 @@ func (s *Service) GenerateRandom(ctx context.Context, caller Caller, in Generate
 	}
 	if in.Recipient != nil {
 		return nil, Errorf(ExcUnsupportedOp, "Recipient (Nitro Enclaves attestation) is not supported by this key service.")
+	}
+	if err := s.authorizeAccount(caller, "kms:GenerateRandom"); err != nil {
+		return nil, err
 	}
 	b, err := s.token.Random(ctx, int(*in.NumberOfBytes))
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/decred/dcrd/dcrec/secp256k1/v4"
 
 	"github.com/hsmkms/hsmkms/hsm"
+	"github.com/hsmkms/hsmkms/service/policy"
 )
 
 // GenerateDataKeyPair returns a new key pair for use outside the service: the
@@ -46,7 +47,8 @@ func (s *Service) GenerateDataKeyPair(ctx context.Context, caller Caller, in Gen
 	if ks == nil {
 		return nil, Errorf(ExcUnsupportedOp, "KeyPairSpec %s is not supported by this key service.", spec)
 	}
-	k, err := s.resolve(ctx, caller, "keyId", in.KeyId, idARNOrAlias)
+	c := encryptionConditions(in.EncryptionContext, nil).and(func(c policy.Context) { c.Set("kms:DataKeyPairSpec", spec) })
+	k, err := s.resolve(ctx, caller, "keyId", in.KeyId, idARNOrAlias, "kms:"+op, c)
 	if err != nil {
 		return nil, err
 	}

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/hsmkms/hsmkms/hsm"
+	"github.com/hsmkms/hsmkms/service/policy"
 	"github.com/hsmkms/hsmkms/service/store"
 )
 
@@ -44,7 +46,8 @@ func (s *Service) ScheduleKeyDeletion(ctx context.Context, caller Caller, in Sch
 		days = *in.PendingWindowInDays
 	}
 	var out *ScheduleKeyDeletionOutput
-	err := s.updateKey(ctx, caller, in.KeyId, func(k *key, r *store.Key) error {
+	c := func(c policy.Context) { c.Set("kms:ScheduleKeyDeletionPendingWindowInDays", strconv.Itoa(int(days))) }
+	err := s.updateKey(ctx, caller, in.KeyId, "kms:ScheduleKeyDeletion", c, func(k *key, r *store.Key) error {
 		switch r.State {
 		case StatePendingDeletion:
 			return Errorf(ExcInvalidState, "%s is pending deletion.", k.arn)
@@ -68,7 +71,7 @@ func (s *Service) ScheduleKeyDeletion(ctx context.Context, caller Caller, in Sch
 // Disabled, as in AWS.
 func (s *Service) CancelKeyDeletion(ctx context.Context, caller Caller, in KeyIdInput) (*CancelKeyDeletionOutput, error) {
 	var out *CancelKeyDeletionOutput
-	err := s.updateKey(ctx, caller, in.KeyId, func(k *key, r *store.Key) error {
+	err := s.updateKey(ctx, caller, in.KeyId, "kms:CancelKeyDeletion", nil, func(k *key, r *store.Key) error {
 		if r.State != StatePendingDeletion || r.Destroying {
 			return Errorf(ExcInvalidState, "%s is not pending deletion.", k.arn)
 		}

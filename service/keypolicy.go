@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"errors"
+	"strconv"
 
 	"github.com/hsmkms/hsmkms/service/policy"
 	"github.com/hsmkms/hsmkms/service/store"
@@ -57,7 +58,7 @@ func (s *Service) GetKeyPolicy(ctx context.Context, caller Caller, in GetKeyPoli
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	k, err := s.resolve(ctx, caller, "keyId", in.KeyId, idOrARN)
+	k, err := s.resolve(ctx, caller, "keyId", in.KeyId, idOrARN, "kms:GetKeyPolicy", nil)
 	if err != nil {
 		return nil, err
 	}
@@ -75,7 +76,7 @@ func (s *Service) ListKeyPolicies(ctx context.Context, caller Caller, in ListKey
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	if _, err := s.resolve(ctx, caller, "keyId", in.KeyId, idOrARN); err != nil {
+	if _, err := s.resolve(ctx, caller, "keyId", in.KeyId, idOrARN, "kms:ListKeyPolicies", nil); err != nil {
 		return nil, err
 	}
 	if in.Marker != nil {
@@ -100,7 +101,10 @@ func (s *Service) PutKeyPolicy(ctx context.Context, caller Caller, in PutKeyPoli
 	if err := policyNamed(in.PolicyName); err != nil {
 		return err
 	}
-	return s.updateKey(ctx, caller, in.KeyId, func(k *key, r *store.Key) error {
+	c := func(c policy.Context) {
+		c.Set("kms:BypassPolicyLockoutSafetyCheck", strconv.FormatBool(in.BypassPolicyLockoutSafetyCheck))
+	}
+	return s.updateKey(ctx, caller, in.KeyId, "kms:PutKeyPolicy", c, func(k *key, r *store.Key) error {
 		if _, err := checkKeyPolicy(*in.Policy, caller, k.arn, in.BypassPolicyLockoutSafetyCheck); err != nil {
 			return err
 		}

@@ -98,6 +98,9 @@ func (s *Service) CreateKey(ctx context.Context, caller Caller, in CreateKeyInpu
 	if ks == nil || !contains(ks.usages, usage) {
 		return nil, Errorf(ExcUnsupportedOp, "KeySpec %s with KeyUsage %s is not supported by this key service.", spec, usage)
 	}
+	if err := s.authorizeAccount(caller, "kms:CreateKey"); err != nil {
+		return nil, err
+	}
 	id := uuid.New()
 	policy := defaultPolicy(s.partition, caller.Account)
 	if in.Policy != nil {
@@ -199,7 +202,7 @@ func (s *Service) DescribeKey(ctx context.Context, caller Caller, in DescribeKey
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	k, err := s.resolve(ctx, caller, "keyId", in.KeyId, idARNOrAlias)
+	k, err := s.resolve(ctx, caller, "keyId", in.KeyId, idARNOrAlias, "kms:DescribeKey", nil)
 	if err != nil {
 		return nil, err
 	}
@@ -212,6 +215,9 @@ func (s *Service) ListKeys(ctx context.Context, caller Caller, in ListKeysInput)
 	v.intRange(in.Limit, "limit", 1, 1000)
 	v.length(in.Marker, "marker", 1, 1024)
 	if err := v.err(); err != nil {
+		return nil, err
+	}
+	if err := s.authorizeAccount(caller, "kms:ListKeys"); err != nil {
 		return nil, err
 	}
 	limit := 100
@@ -241,7 +247,11 @@ func (s *Service) ListKeys(ctx context.Context, caller Caller, in ListKeysInput)
 
 // setEnabled implements EnableKey and DisableKey.
 func (s *Service) setEnabled(ctx context.Context, caller Caller, keyID string, enable bool) error {
-	return s.updateKey(ctx, caller, keyID, func(k *key, r *store.Key) error {
+	action := "kms:DisableKey"
+	if enable {
+		action = "kms:EnableKey"
+	}
+	return s.updateKey(ctx, caller, keyID, action, nil, func(k *key, r *store.Key) error {
 		switch r.State {
 		case StateEnabled, StateDisabled, StateUnavailable:
 		case StatePendingDeletion:

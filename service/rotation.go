@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hsmkms/hsmkms/hsm"
+	"github.com/hsmkms/hsmkms/service/policy"
 	"github.com/hsmkms/hsmkms/service/store"
 )
 
@@ -89,7 +90,8 @@ func (s *Service) EnableKeyRotation(ctx context.Context, caller Caller, in Enabl
 	if in.RotationPeriodInDays != nil {
 		period = *in.RotationPeriodInDays
 	}
-	return s.updateKey(ctx, caller, in.KeyId, func(k *key, r *store.Key) error {
+	c := func(c policy.Context) { c.Set("kms:RotationPeriodInDays", strconv.Itoa(int(period))) }
+	return s.updateKey(ctx, caller, in.KeyId, "kms:EnableKeyRotation", c, func(k *key, r *store.Key) error {
 		if err := rotatable(k, r); err != nil {
 			return err
 		}
@@ -104,7 +106,7 @@ func (s *Service) EnableKeyRotation(ctx context.Context, caller Caller, in Enabl
 // DisableKeyRotation turns automatic rotation off; the key keeps all its
 // versions.
 func (s *Service) DisableKeyRotation(ctx context.Context, caller Caller, in KeyIdInput) error {
-	return s.updateKey(ctx, caller, in.KeyId, func(k *key, r *store.Key) error {
+	return s.updateKey(ctx, caller, in.KeyId, "kms:DisableKeyRotation", nil, func(k *key, r *store.Key) error {
 		if err := rotatable(k, r); err != nil {
 			return err
 		}
@@ -116,7 +118,7 @@ func (s *Service) DisableKeyRotation(ctx context.Context, caller Caller, in KeyI
 // GetKeyRotationStatus reports whether automatic rotation is on, its period
 // and the next rotation date. It works in every key state.
 func (s *Service) GetKeyRotationStatus(ctx context.Context, caller Caller, in KeyIdInput) (*GetKeyRotationStatusOutput, error) {
-	k, err := s.resolve(ctx, caller, "keyId", in.KeyId, idOrARN)
+	k, err := s.resolve(ctx, caller, "keyId", in.KeyId, idOrARN, "kms:GetKeyRotationStatus", nil)
 	if err != nil {
 		return nil, err
 	}
@@ -143,7 +145,7 @@ func nextRotation(r *store.Key) time.Time {
 // the token, used by every encryption from then on. Old versions stay, so old
 // ciphertexts decrypt. It does not move the automatic schedule.
 func (s *Service) RotateKeyOnDemand(ctx context.Context, caller Caller, in KeyIdInput) (*RotateKeyOnDemandOutput, error) {
-	k, err := s.resolve(ctx, caller, "keyId", in.KeyId, idOrARN)
+	k, err := s.resolve(ctx, caller, "keyId", in.KeyId, idOrARN, "kms:RotateKeyOnDemand", nil)
 	if err != nil {
 		return nil, err
 	}
@@ -227,7 +229,7 @@ func (s *Service) ListKeyRotations(ctx context.Context, caller Caller, in ListKe
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	k, err := s.resolve(ctx, caller, "keyId", in.KeyId, idOrARN)
+	k, err := s.resolve(ctx, caller, "keyId", in.KeyId, idOrARN, "kms:ListKeyRotations", nil)
 	if err != nil {
 		return nil, err
 	}

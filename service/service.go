@@ -53,6 +53,10 @@ type Caller struct {
 	// Identity holds the principal's IAM identity policies, which a key
 	// policy naming the principal's account delegates to.
 	Identity []*policy.Policy
+	// SourceIP and SecureTransport describe the connection (aws:SourceIp,
+	// aws:SecureTransport).
+	SourceIP        string
+	SecureTransport bool
 }
 
 // Config is what New needs, as Go values; cmd/hsmkms builds it from flags,
@@ -127,6 +131,7 @@ type key struct {
 	arn         string
 	materialIDs map[uint32]string
 	pub         atomic.Pointer[publicKey] // asymmetric keys: read from the token on first use
+	pol         *policy.Policy            // the key policy, parsed
 }
 
 func (s *Service) keyARN(account, id string) string {
@@ -138,7 +143,8 @@ func (s *Service) newKey(rec store.Key) (*key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("key record with malformed id %q: %w", rec.ID, err)
 	}
-	k := &key{rec: rec, raw: raw, arn: s.keyARN(rec.Account, rec.ID), materialIDs: make(map[uint32]string, len(rec.Versions))}
+	k := &key{rec: rec, raw: raw, arn: s.keyARN(rec.Account, rec.ID), materialIDs: make(map[uint32]string, len(rec.Versions)),
+		pol: s.parseKeyPolicy(rec.Policy, rec.Account)}
 	for _, v := range rec.Versions {
 		k.materialIDs[v.Number] = materialID(raw, v.Number)
 	}
@@ -194,8 +200,23 @@ const (
 	idARNOrAlias                   // cryptographic operations and DescribeKey
 )
 
-// resolve finds the key a KeyId parameter names, for caller.
-func (s *Service) resolve(ctx context.Context, caller Caller, field, keyID string, forms keyIDForms) (*key, error) {
+// resolve finds the key a KeyId parameter names and authorizes action on it
+// for caller (with the request's condition keys c, which may be nil).
+func (s *Service) resolve(ctx context.Context, caller Caller, field, keyID string, forms keyIDForms, action string, c conditions) (*key, error) {
+	k, err := s.lookup(ctx, caller, field, keyID, forms)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.authorize(ctx, caller, k, action, keyID, c); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// lookup finds the key a KeyId parameter names, without authorizing
+// anything: a key of another account is returned when named by ARN. Every
+// caller must authorize the result (resolve does).
+func (s *Service) lookup(ctx context.Context, caller Caller, field, keyID string, forms keyIDForms) (*key, error) {
 	if keyID == "" {
 		return nil, Errorf(ExcValidation, "1 validation error detected: Value null at '%s' failed to satisfy constraint: Member must not be null", field)
 	}
@@ -242,9 +263,6 @@ func (s *Service) resolve(ctx context.Context, caller Caller, field, keyID strin
 	if err != nil {
 		return nil, AsError(err)
 	}
-	if k.rec.Account != caller.Account {
-		return nil, accessDenied(caller, "", k.arn)
-	}
 	return k, nil
 }
 
@@ -264,9 +282,6 @@ func (s *Service) resolveAlias(ctx context.Context, caller Caller, account, name
 	k, err := s.cached(ctx, a.TargetKeyID)
 	if err != nil {
 		return nil, internal(fmt.Errorf("alias %s names missing key %s: %w", asGiven, a.TargetKeyID, err))
-	}
-	if k.rec.Account != caller.Account {
-		return nil, accessDenied(caller, "", k.arn)
 	}
 	return k, nil
 }

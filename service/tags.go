@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/hsmkms/hsmkms/service/policy"
 	"github.com/hsmkms/hsmkms/service/store"
 )
 
@@ -53,8 +54,8 @@ func notPendingDeletion(k *key, r *store.Key) error {
 }
 
 // updateKey resolves a management KeyId and applies fn to its record.
-func (s *Service) updateKey(ctx context.Context, caller Caller, keyID string, fn func(k *key, r *store.Key) error) error {
-	k, err := s.resolve(ctx, caller, "keyId", keyID, idOrARN)
+func (s *Service) updateKey(ctx context.Context, caller Caller, keyID, action string, c conditions, fn func(k *key, r *store.Key) error) error {
+	k, err := s.resolve(ctx, caller, "keyId", keyID, idOrARN, action, c)
 	if err != nil {
 		return err
 	}
@@ -76,7 +77,15 @@ func (s *Service) TagResource(ctx context.Context, caller Caller, in TagResource
 	if err := validateTags(&v, in.Tags); err != nil {
 		return err
 	}
-	return s.updateKey(ctx, caller, in.KeyId, func(k *key, r *store.Key) error {
+	c := func(c policy.Context) {
+		keys := make([]string, len(in.Tags))
+		for i, t := range in.Tags {
+			c.Set("aws:RequestTag/"+t.TagKey, t.TagValue)
+			keys[i] = t.TagKey
+		}
+		c.Set("aws:TagKeys", keys...)
+	}
+	return s.updateKey(ctx, caller, in.KeyId, "kms:TagResource", c, func(k *key, r *store.Key) error {
 		if err := notPendingDeletion(k, r); err != nil {
 			return err
 		}
@@ -110,7 +119,8 @@ func (s *Service) UntagResource(ctx context.Context, caller Caller, in UntagReso
 	if err := v.err(); err != nil {
 		return err
 	}
-	return s.updateKey(ctx, caller, in.KeyId, func(k *key, r *store.Key) error {
+	c := func(c policy.Context) { c.Set("aws:TagKeys", in.TagKeys...) }
+	return s.updateKey(ctx, caller, in.KeyId, "kms:UntagResource", c, func(k *key, r *store.Key) error {
 		if err := notPendingDeletion(k, r); err != nil {
 			return err
 		}
@@ -138,7 +148,7 @@ func (s *Service) ListResourceTags(ctx context.Context, caller Caller, in ListRe
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	k, err := s.resolve(ctx, caller, "keyId", in.KeyId, idOrARN)
+	k, err := s.resolve(ctx, caller, "keyId", in.KeyId, idOrARN, "kms:ListResourceTags", nil)
 	if err != nil {
 		return nil, err
 	}
@@ -173,7 +183,7 @@ func (s *Service) UpdateKeyDescription(ctx context.Context, caller Caller, in Up
 	if err := v.err(); err != nil {
 		return err
 	}
-	return s.updateKey(ctx, caller, in.KeyId, func(k *key, r *store.Key) error {
+	return s.updateKey(ctx, caller, in.KeyId, "kms:UpdateKeyDescription", nil, func(k *key, r *store.Key) error {
 		if err := notPendingDeletion(k, r); err != nil {
 			return err
 		}

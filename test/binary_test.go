@@ -201,7 +201,8 @@ func TestBinaryWrongPIN(t *testing.T) {
 		"  - arn: arn:aws:iam::111122223333:user/alice\n" +
 		"    access_keys:\n" +
 		"      - id: AKIDALICE\n" +
-		"        secret_env: HSMKMS_E2E_ALICE_SECRET\n"
+		"        secret_env: HSMKMS_E2E_ALICE_SECRET\n" +
+		"    policies: [{Version: \"2012-10-17\", Statement: [{Effect: Allow, Action: \"kms:*\", Resource: \"*\"}]}]\n"
 	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -33,6 +33,7 @@ import (
 	"github.com/hsmkms/hsmkms/hsm"
 	"github.com/hsmkms/hsmkms/service"
 	"github.com/hsmkms/hsmkms/service/api"
+	"github.com/hsmkms/hsmkms/service/policy"
 	"github.com/hsmkms/hsmkms/service/store"
 	"github.com/hsmkms/hsmkms/softhsm/softhsmtest"
 )
@@ -86,6 +87,17 @@ func sharedToken(t testing.TB) *hsm.Token {
 	return shared.tok
 }
 
+// otherIdentity is the other account's user's identity policy: every KMS
+// action. What it may do with the main account's keys is up to their key
+// policies, as in AWS.
+var otherIdentity = func() []*policy.Policy {
+	p, err := policy.Parse([]byte(`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"kms:*","Resource":"*"}]}`), policy.IdentityPolicy)
+	if err != nil {
+		panic(err)
+	}
+	return []*policy.Policy{p}
+}()
+
 // server is an in-process hsmkms endpoint with its own metadata store.
 type server struct {
 	URL   string
@@ -101,7 +113,11 @@ var transport = &http.Transport{
 	IdleConnTimeout:     30 * time.Second,
 }
 
-func startServer(t testing.TB) *server {
+func startServer(t testing.TB) *server { t.Helper(); return startServerWith(t, nil) }
+
+// startServerWith is startServer with more principals, by access key id
+// (each one's secret is its access key id reversed).
+func startServerWith(t testing.TB, principals map[string]service.Caller) *server {
 	t.Helper()
 	tok := sharedToken(t)
 	st, err := store.Open(filepath.Join(t.TempDir(), "hsmkms.db"))
@@ -117,8 +133,13 @@ func startServer(t testing.TB) *server {
 	if err := creds.Add(mainAKID, []byte(mainSecret), service.Caller{Account: mainAccount, ARN: mainARN}); err != nil {
 		t.Fatal(err)
 	}
-	if err := creds.Add(otherAKID, []byte(otherSecret), service.Caller{Account: otherAccount, ARN: otherARN}); err != nil {
+	if err := creds.Add(otherAKID, []byte(otherSecret), service.Caller{Account: otherAccount, ARN: otherARN, Identity: otherIdentity}); err != nil {
 		t.Fatal(err)
+	}
+	for akid, c := range principals {
+		if err := creds.Add(akid, []byte(reverse(akid)), c); err != nil {
+			t.Fatal(err)
+		}
 	}
 	h, err := api.New(api.Config{Service: svc, Credentials: creds, Region: region})
 	if err != nil {
@@ -138,6 +159,17 @@ func startServer(t testing.TB) *server {
 	})
 	return &server{URL: hs.URL, Token: tok, http: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
 }
+
+func reverse(s string) string {
+	b := []byte(s)
+	for i, j := 0, len(b)-1; i < j; i, j = i+1, j-1 {
+		b[i], b[j] = b[j], b[i]
+	}
+	return string(b)
+}
+
+// as returns a client for one of the principals given to startServerWith.
+func (s *server) as(akid string) *kms.Client { return newClient(s.URL, akid, reverse(akid), s.http) }
 
 // newClient returns an SDK client for url with the given static credentials
 // and no retries, so a 500 is seen once and at once.

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -148,6 +149,12 @@ func (s *Server) handle(c echo.Context) error {
 			Cause: errors.New("credential has no principal")}
 	}
 	caller.AccessKeyID = cred.AccessKeyID
+	// The connection's peer, as policies see it (aws:SourceIp). hsmkms does
+	// not trust X-Forwarded-For: a proxy in front would hide the client.
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		caller.SourceIP = host
+	}
+	caller.SecureTransport = r.TLS != nil
 
 	op, ok := operations[r.Header.Get("X-Amz-Target")]
 	if !ok {

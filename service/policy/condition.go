@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // setQualifier is a condition operator's ForAnyValue:/ForAllValues: prefix.
@@ -255,33 +256,51 @@ func ipInRange(r, p string) bool {
 	return err == nil && a.Unmap() == addr.Unmap()
 }
 
-// glob matches s against pattern with * (any run) and ? (one character),
-// optionally ignoring case. Linear in practice: one backtrack point.
+// glob matches s against pattern with * (any run of characters) and ? (one
+// character), ignoring ASCII case if fold. It works on the UTF-8 bytes
+// without allocating, with one backtrack point (no exponential blow-up).
 func glob(pattern, s string, fold bool) bool {
-	if fold {
-		pattern, s = strings.ToLower(pattern), strings.ToLower(s)
-	}
-	p, i := []rune(pattern), []rune(s)
 	pi, si := 0, 0
 	star, mark := -1, 0
-	for si < len(i) {
+	for si < len(s) {
 		switch {
-		case pi < len(p) && (p[pi] == '?' || p[pi] == i[si]):
+		case pi < len(pattern) && pattern[pi] == '?':
+			_, n := utf8.DecodeRuneInString(s[si:])
 			pi++
-			si++
-		case pi < len(p) && p[pi] == '*':
+			si += n
+		case pi < len(pattern) && pattern[pi] == '*':
 			star, mark = pi, si
 			pi++
+		case pi < len(pattern) && sameByte(pattern[pi], s[si], fold):
+			pi++
+			si++
 		case star >= 0:
-			pi = star + 1
-			mark++
-			si = mark
+			// Let the last * take one more character and try again.
+			_, n := utf8.DecodeRuneInString(s[mark:])
+			mark += n
+			pi, si = star+1, mark
 		default:
 			return false
 		}
 	}
-	for pi < len(p) && p[pi] == '*' {
+	for pi < len(pattern) && pattern[pi] == '*' {
 		pi++
 	}
-	return pi == len(p)
+	return pi == len(pattern)
+}
+
+func sameByte(a, b byte, fold bool) bool {
+	if a == b {
+		return true
+	}
+	if !fold {
+		return false
+	}
+	lower := func(c byte) byte {
+		if 'A' <= c && c <= 'Z' {
+			return c + 'a' - 'A'
+		}
+		return c
+	}
+	return lower(a) == lower(b)
 }

@@ -77,7 +77,9 @@ const (
 //     identity policies allows the action on the key.
 //  4. Otherwise the request is implicitly denied.
 func Evaluate(key *Policy, identity []*Policy, r *Request) Decision {
-	r = withCallerKeys(r)
+	if anyConditions(key, identity) {
+		r = withCallerKeys(r, key, identity)
+	}
 	for _, s := range key.Statements {
 		if !s.Allow && s.principal(r) != noMatch && s.applies(r) {
 			return ExplicitDeny
@@ -115,15 +117,35 @@ func Evaluate(key *Policy, identity []*Policy, r *Request) Decision {
 	return ImplicitDeny
 }
 
+// anyConditions reports whether the key policy or an identity policy reads
+// condition key name ("": any).
+func anyConditions(key *Policy, identity []*Policy, name ...string) bool {
+	n := ""
+	if len(name) > 0 {
+		n = name[0]
+	}
+	if key.Uses(n) {
+		return true
+	}
+	for _, p := range identity {
+		if p.Uses(n) {
+			return true
+		}
+	}
+	return false
+}
+
 // withCallerKeys returns r with aws:PrincipalArn, aws:PrincipalAccount and
 // kms:CallerAccount in its context, copying the context (never writing the
-// caller's map) only when one is missing.
+// caller's map) only when one that a policy reads is missing.
 // EvaluateIdentity decides r by the caller's identity policies alone, for
 // actions that no key policy governs (CreateKey, ListKeys, ListAliases,
 // GenerateRandom): an account's root may do them, any other principal needs
 // an identity policy that allows and none that denies.
 func EvaluateIdentity(identity []*Policy, r *Request) Decision {
-	r = withCallerKeys(r)
+	if anyConditions(nil, identity) {
+		r = withCallerKeys(r, nil, identity)
+	}
 	allowed := isRoot(r.Principal, r.Account)
 	for _, p := range identity {
 		for _, s := range p.Statements {
@@ -142,11 +164,11 @@ func EvaluateIdentity(identity []*Policy, r *Request) Decision {
 	return ImplicitDeny
 }
 
-func withCallerKeys(r *Request) *Request {
+func withCallerKeys(r *Request, key *Policy, identity []*Policy) *Request {
 	want := [...][2]string{{"aws:principalarn", r.Principal}, {"aws:principalaccount", r.Account}, {"kms:calleraccount", r.Account}}
 	missing := false
 	for _, kv := range want {
-		if _, ok := r.Context[kv[0]]; !ok {
+		if _, ok := r.Context[kv[0]]; !ok && anyConditions(key, identity, kv[0]) {
 			missing = true
 		}
 	}
@@ -167,18 +189,36 @@ func withCallerKeys(r *Request) *Request {
 	return &rq
 }
 
-// isRoot reports the account's root principal.
+// isRoot reports the account's root principal, arn:PARTITION:iam::ACCOUNT:root.
 func isRoot(principal, account string) bool {
-	return strings.HasPrefix(principal, "arn:") && strings.HasSuffix(principal, ":iam::"+account+":root")
+	return rootAccount(principal) == account && account != ""
 }
 
-// resourceAccount is the account field of an ARN.
-func resourceAccount(arn string) string {
-	f := strings.SplitN(arn, ":", 6)
-	if len(f) < 6 {
+// rootAccount is the account of a root principal ARN, or "".
+func rootAccount(arn string) string {
+	p, ok := strings.CutSuffix(arn, ":root")
+	if !ok || !strings.HasPrefix(p, "arn:") {
 		return ""
 	}
-	return f[4]
+	i := strings.LastIndexByte(p, ':')
+	if i < 0 || !strings.HasSuffix(p[:i], ":iam:") {
+		return ""
+	}
+	return p[i+1:]
+}
+
+// resourceAccount is the account field of an ARN (its fifth field).
+func resourceAccount(arn string) string {
+	rest := arn
+	for range 4 {
+		_, after, ok := strings.Cut(rest, ":")
+		if !ok {
+			return ""
+		}
+		rest = after
+	}
+	account, _, _ := strings.Cut(rest, ":")
+	return account
 }
 
 // applies reports whether the statement covers r's action, resource and
@@ -188,9 +228,8 @@ func (s *Statement) applies(r *Request) bool {
 }
 
 func (s *Statement) coversAction(action string) bool {
-	action = strings.ToLower(action)
 	for _, a := range s.Actions {
-		if glob(a, action, false) {
+		if glob(a, action, true) {
 			return !s.NotAction
 		}
 	}
@@ -242,7 +281,7 @@ func (p principals) match(r *Request) principalMatch {
 		switch {
 		case a == r.Principal || a == roleOf(r.Principal):
 			return direct
-		case strings.HasSuffix(a, ":iam::"+r.Account+":root"):
+		case rootAccount(a) == r.Account:
 			if isRoot(r.Principal, r.Account) {
 				return direct
 			}
@@ -257,7 +296,7 @@ func (p principals) match(r *Request) principalMatch {
 // is what policies name; any other ARN maps to "".
 func roleOf(principal string) string {
 	rest, ok := strings.CutPrefix(principal, "arn:")
-	if !ok {
+	if !ok || !strings.Contains(rest, ":sts::") {
 		return ""
 	}
 	f := strings.SplitN(rest, ":", 5)

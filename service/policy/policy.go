@@ -36,7 +36,16 @@ type Policy struct {
 
 // Uses reports whether any condition of the policy reads key, so callers can
 // skip computing costly condition keys no policy asks for.
-func (p *Policy) Uses(key string) bool { return p != nil && p.keys[strings.ToLower(key)] }
+// Uses("") reports whether the policy has any condition.
+func (p *Policy) Uses(key string) bool {
+	if p == nil {
+		return false
+	}
+	if key == "" {
+		return len(p.keys) > 0
+	}
+	return p.keys[strings.ToLower(key)]
+}
 
 // Statement is one statement of a policy.
 type Statement struct {

@@ -240,9 +240,14 @@ func TestGlob(t *testing.T) {
 		{"kms:reencrypt*", "kms:reencryptfrom", true}, {"kms:*", "kms:decrypt", true},
 		{"kms:generatedatakey*", "kms:generatedatakeypairwithoutplaintext", true},
 		{strings.Repeat("*a", 30) + "b", strings.Repeat("a", 60), false},
+		{"a?c", "aéc", true}, {"a??c", "aéc", false}, {"*é", "café", true}, {"caf?", "café", true},
 	} {
 		if got := glob(tc.pattern, tc.s, false); got != tc.want {
 			t.Errorf("glob(%q, %q) = %v", tc.pattern, tc.s, got)
 		}
+	}
+	// Actions compare without regard to ASCII case; other values do not.
+	if !glob("kms:reencrypt*", "kms:ReEncryptFrom", true) || glob("alias/App", "alias/app", false) {
+		t.Error("case folding")
 	}
 }
