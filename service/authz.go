@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"time"
@@ -95,23 +96,54 @@ func requestAlias(keyID string) string {
 	return ""
 }
 
-// authorize decides whether caller may perform action on k, by k's key
+// errExplicitDeny and errImplicitDeny are authorizePolicies' refusals: only
+// an implicit one can be lifted by a grant.
+var (
+	errExplicitDeny = errors.New("explicitly denied")
+	errImplicitDeny = errors.New("not allowed")
+)
+
+// authorize decides whether caller may perform action on k: by k's key
 // policy and the caller's identity policies, with the request's condition
-// keys: those in c plus those every request has. asGiven is the KeyId as the
-// request gave it (for kms:RequestAlias). The refusal names the principal,
-// the action and the key, and nothing about the policies.
+// keys (those c adds plus those every request has), or else by one of k's
+// grants. asGiven is the KeyId as the request gave it (for
+// kms:RequestAlias). The refusal names the principal, the action and the
+// key, and nothing about policies or grants.
 func (s *Service) authorize(ctx context.Context, caller Caller, k *key, action, asGiven string, c conditions) error {
+	err := s.authorizePolicies(ctx, caller, k, action, asGiven, c)
+	if err == nil || (errors.Is(err, errImplicitDeny) && s.grantAllows(caller, k, action, c)) {
+		return nil
+	}
+	return accessDenied(caller, action, k.arn)
+}
+
+// authorizePolicies is authorize without grants: nil, errExplicitDeny or
+// errImplicitDeny. Actions AWS does not allow across accounts are refused
+// outright (no grant can give them either).
+func (s *Service) authorizePolicies(ctx context.Context, caller Caller, k *key, action, asGiven string, c conditions) error {
 	if k.rec.Account != caller.Account && !crossAccountActions[action] {
-		return accessDenied(caller, action, k.arn)
+		return errExplicitDeny
 	}
 	r := &policy.Request{Principal: caller.ARN, Account: caller.Account, Action: action, Resource: k.arn}
 	if s.policiesUse(k, caller, "") {
 		r.Context = s.requestContext(ctx, caller, k, asGiven, c)
 	}
-	if policy.Evaluate(k.pol, caller.Identity, r) != policy.Allow {
-		return accessDenied(caller, action, k.arn)
+	switch policy.Evaluate(k.pol, caller.Identity, r) {
+	case policy.Allow:
+		return nil
+	case policy.ExplicitDeny:
+		return errExplicitDeny
 	}
-	return nil
+	return errImplicitDeny
+}
+
+// accessError turns an authorizePolicies refusal into the AccessDenied
+// answer.
+func accessError(err error, caller Caller, action, arn string) error {
+	if err == nil {
+		return nil
+	}
+	return accessDenied(caller, action, arn)
 }
 
 // requestContext builds the condition keys of a request on k.

@@ -375,3 +375,78 @@ type ListKeyPoliciesOutput struct {
 	PolicyNames []string `json:"PolicyNames"`
 	Truncated   bool     `json:"Truncated"`
 }
+
+// GrantConstraints are a grant's encryption context constraints.
+type GrantConstraints struct {
+	EncryptionContextEquals map[string]string `json:"EncryptionContextEquals,omitempty"`
+	EncryptionContextSubset map[string]string `json:"EncryptionContextSubset,omitempty"`
+}
+
+// CreateGrantInput is the CreateGrant request.
+type CreateGrantInput struct {
+	KeyId             string            `json:"KeyId"`
+	GranteePrincipal  *string           `json:"GranteePrincipal"`
+	RetiringPrincipal *string           `json:"RetiringPrincipal"`
+	Operations        []string          `json:"Operations"`
+	Constraints       *GrantConstraints `json:"Constraints"`
+	GrantTokens       []string          `json:"GrantTokens"`
+	Name              *string           `json:"Name"`
+	DryRun            bool              `json:"DryRun"`
+}
+
+// CreateGrantOutput is the CreateGrant response.
+type CreateGrantOutput struct {
+	GrantToken string `json:"GrantToken"`
+	GrantId    string `json:"GrantId"`
+}
+
+// GrantListEntry describes one grant in ListGrants and ListRetirableGrants.
+type GrantListEntry struct {
+	KeyId             string            `json:"KeyId"`
+	GrantId           string            `json:"GrantId"`
+	Name              string            `json:"Name,omitempty"`
+	CreationDate      Time              `json:"CreationDate"`
+	GranteePrincipal  string            `json:"GranteePrincipal"`
+	RetiringPrincipal string            `json:"RetiringPrincipal,omitempty"`
+	IssuingAccount    string            `json:"IssuingAccount"`
+	Operations        []string          `json:"Operations"`
+	Constraints       *GrantConstraints `json:"Constraints,omitempty"`
+}
+
+// ListGrantsInput is the ListGrants request.
+type ListGrantsInput struct {
+	KeyId            string  `json:"KeyId"`
+	Limit            *int32  `json:"Limit"`
+	Marker           *string `json:"Marker"`
+	GrantId          *string `json:"GrantId"`
+	GranteePrincipal *string `json:"GranteePrincipal"`
+}
+
+// ListRetirableGrantsInput is the ListRetirableGrants request.
+type ListRetirableGrantsInput struct {
+	RetiringPrincipal *string `json:"RetiringPrincipal"`
+	Limit             *int32  `json:"Limit"`
+	Marker            *string `json:"Marker"`
+}
+
+// ListGrantsOutput is the response of ListGrants and ListRetirableGrants.
+type ListGrantsOutput struct {
+	Grants     []GrantListEntry `json:"Grants"`
+	NextMarker string           `json:"NextMarker,omitempty"`
+	Truncated  bool             `json:"Truncated"`
+}
+
+// RetireGrantInput is the RetireGrant request.
+type RetireGrantInput struct {
+	GrantToken *string `json:"GrantToken"`
+	KeyId      *string `json:"KeyId"`
+	GrantId    *string `json:"GrantId"`
+	DryRun     bool    `json:"DryRun"`
+}
+
+// RevokeGrantInput is the RevokeGrant request.
+type RevokeGrantInput struct {
+	KeyId   string  `json:"KeyId"`
+	GrantId *string `json:"GrantId"`
+	DryRun  bool    `json:"DryRun"`
+}

@@ -98,6 +98,11 @@ var operations = map[string]operation{
 	"TrentService.GetKeyPolicy":         op((*service.Service).GetKeyPolicy, nil),
 	"TrentService.PutKeyPolicy":         noOutput((*service.Service).PutKeyPolicy),
 	"TrentService.ListKeyPolicies":      op((*service.Service).ListKeyPolicies, nil),
+	"TrentService.CreateGrant":          op((*service.Service).CreateGrant, nil),
+	"TrentService.ListGrants":           op((*service.Service).ListGrants, nil),
+	"TrentService.ListRetirableGrants":  op((*service.Service).ListRetirableGrants, nil),
+	"TrentService.RetireGrant":          noOutput((*service.Service).RetireGrant),
+	"TrentService.RevokeGrant":          noOutput((*service.Service).RevokeGrant),
 }
 
 // Operations returns the names of the supported operations.

@@ -1,5 +1,5 @@
-// Package store keeps hsmkms's metadata — key records now; aliases, grants and
-// policies later — behind one small interface. The embedded default is bbolt
+// Package store keeps hsmkms's metadata — key records (with their policies
+// and grants) and aliases — behind one small interface. The embedded default is bbolt
 // (Open); a PostgreSQL implementation for several nodes comes later.
 //
 // Records are held in memory and written through, so reads on the request
@@ -12,6 +12,7 @@ package store
 import (
 	"context"
 	"errors"
+	"maps"
 	"slices"
 	"time"
 )
@@ -55,6 +56,33 @@ type Key struct {
 	// Versions lists the key's material versions in the token, oldest first;
 	// the last one is current. Old versions are kept so old ciphertexts decrypt.
 	Versions []Version `json:"versions"`
+	// Grants are the key's grants, oldest first. They live in the key record
+	// so that every grant change bumps the key's revision, which invalidates
+	// whatever was derived from it.
+	Grants []Grant `json:"grants,omitempty"`
+}
+
+// Grant lets a principal use a key for some operations, optionally only with
+// a given encryption context.
+type Grant struct {
+	ID                string    `json:"id"` // 64 hex digits
+	Name              string    `json:"name,omitempty"`
+	CreatedAt         time.Time `json:"createdAt"`
+	GranteePrincipal  string    `json:"grantee"`
+	RetiringPrincipal string    `json:"retiring,omitempty"`
+	IssuingAccount    string    `json:"issuer"`
+	Operations        []string  `json:"ops"`
+	// At most one of the constraints is set (AWS allows one or the other).
+	ContextEquals map[string]string `json:"ecEquals,omitempty"`
+	ContextSubset map[string]string `json:"ecSubset,omitempty"`
+}
+
+// Clone returns a deep copy of g.
+func (g Grant) Clone() Grant {
+	g.Operations = slices.Clone(g.Operations)
+	g.ContextEquals = maps.Clone(g.ContextEquals)
+	g.ContextSubset = maps.Clone(g.ContextSubset)
+	return g
 }
 
 // Version is one generation of a key's material, a token object.
@@ -88,6 +116,13 @@ func (k *Key) HasVersion(n uint32) bool {
 func (k Key) Clone() Key {
 	k.Tags = slices.Clone(k.Tags)
 	k.Versions = slices.Clone(k.Versions)
+	if k.Grants != nil {
+		gs := make([]Grant, len(k.Grants))
+		for i, g := range k.Grants {
+			gs[i] = g.Clone()
+		}
+		k.Grants = gs
+	}
 	return k
 }
 
