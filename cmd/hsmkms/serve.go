@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"syscall"
 	"time"
@@ -84,7 +85,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	} else {
 		rep.Log(log)
 	}
-	h, err := api.New(api.Config{Service: svc, Credentials: creds, Region: o.region, Logger: log})
+	live := &api.ReloadableCredentials{}
+	live.Store(creds)
+	h, err := api.New(api.Config{Service: svc, Credentials: live, Region: o.region, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -119,6 +122,15 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	reaperDone := make(chan struct{})
 	go func() { defer close(reaperDone); svc.RunReaper(reapCtx, o.reapInterval, log) }()
 	defer func() { stopReaper(); <-reaperDone }()
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			o.reloadCredentials(live, log)
+		}
+	}()
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -194,6 +206,31 @@ func (o *options) tokenPIN(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("token PIN: give --pin-file or set HSMKMS_PIN: %w", err)
 	}
 	return pin, nil
+}
+
+// reloadCredentials reads the configuration file again and, if it is valid,
+// replaces the principals, access keys and identity policies requests are
+// checked against; requests in flight are not disturbed. An invalid file is
+// reported and the running set kept. Other settings (listen address, token,
+// store) need a restart.
+func (o *options) reloadCredentials(live *api.ReloadableCredentials, log *slog.Logger) {
+	if o.configFile == "" {
+		log.Warn("SIGHUP: no --config file to reload")
+		return
+	}
+	fresh := *o
+	fresh.file = fileConfig{}
+	err := fresh.loadFile()
+	var creds api.StaticCredentials
+	if err == nil {
+		creds, err = fresh.credentials()
+	}
+	if err != nil {
+		log.Error("SIGHUP: configuration not reloaded; the running principals stay", "err", err)
+		return
+	}
+	live.Store(creds)
+	log.Info("SIGHUP: principals reloaded", "config", o.configFile, "principals", len(fresh.file.Principals), "access_keys", len(creds))
 }
 
 // credentials builds the SigV4 credential set: the dev root (with --dev) and

@@ -2,6 +2,7 @@ package api
 
 import (
 	"fmt"
+	"sync/atomic"
 
 	"github.com/hsmkms/hsmkms/service"
 	"github.com/hsmkms/hsmkms/service/api/sigv4"
@@ -27,4 +28,23 @@ func (s StaticCredentials) Add(accessKeyID string, secret []byte, caller service
 func (s StaticCredentials) Lookup(accessKeyID string) (sigv4.Credential, bool) {
 	c, ok := s[accessKeyID]
 	return c, ok
+}
+
+// ReloadableCredentials is a credential set that can be replaced while
+// requests are served (configuration reload on SIGHUP): each request sees
+// either the old set or the new one, never a mix, and none waits.
+type ReloadableCredentials struct {
+	p atomic.Pointer[StaticCredentials]
+}
+
+// Store makes c the set later requests are checked against.
+func (r *ReloadableCredentials) Store(c StaticCredentials) { r.p.Store(&c) }
+
+// Lookup implements sigv4.CredentialStore.
+func (r *ReloadableCredentials) Lookup(accessKeyID string) (sigv4.Credential, bool) {
+	c := r.p.Load()
+	if c == nil {
+		return sigv4.Credential{}, false
+	}
+	return c.Lookup(accessKeyID)
 }
