@@ -119,6 +119,13 @@ func startServer(t testing.TB) *server { t.Helper(); return startServerWith(t, n
 // (each one's secret is its access key id reversed).
 func startServerWith(t testing.TB, principals map[string]service.Caller) *server {
 	t.Helper()
+	return startServerAudited(t, principals, nil)
+}
+
+// startServerAudited is startServerWith with an audit log, made by auditor
+// from the server's service (nil: none).
+func startServerAudited(t testing.TB, principals map[string]service.Caller, auditor func(*service.Service) api.Auditor) *server {
+	t.Helper()
 	tok := sharedToken(t)
 	st, err := store.Open(filepath.Join(t.TempDir(), "hsmkms.db"))
 	if err != nil {
@@ -141,7 +148,11 @@ func startServerWith(t testing.TB, principals map[string]service.Caller) *server
 			t.Fatal(err)
 		}
 	}
-	h, err := api.New(api.Config{Service: svc, Credentials: creds, Region: region})
+	cfg := api.Config{Service: svc, Credentials: creds, Region: region}
+	if auditor != nil {
+		cfg.Audit = auditor(svc)
+	}
+	h, err := api.New(cfg)
 	if err != nil {
 		st.Close()
 		t.Fatalf("api.New: %v", err)

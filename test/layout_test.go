@@ -46,6 +46,8 @@ func TestImportsPointDown(t *testing.T) {
 				t.Errorf("hsm imports %s; it must not import other hsmkms packages", d)
 			case (rel == "service" || rel == "service/store") && (strings.Contains(d, "labstack/echo") || drel == "service/api"):
 				t.Errorf("%s imports %s; only service/api speaks HTTP", rel, d)
+			case rel == "audit" && !isStd(d):
+				t.Errorf("audit imports %s; it is standard library only, so it can be audited alone", d)
 			case rel == "service/policy" && !isStd(d):
 				t.Errorf("service/policy imports %s; it is pure Go on the standard library", d)
 			case rel == "service/store" && internal:

@@ -77,6 +77,11 @@ type options struct {
 	sessionKeyCopiesSet             bool
 	logLevel                        string
 	reapInterval                    time.Duration
+	audit                           bool
+	auditFile                       string
+	auditStdout                     bool
+	auditMaxBytes                   int64
+	auditCheckpointEvery            int
 	file                            fileConfig
 }
 
@@ -108,6 +113,11 @@ func parseServeFlags(args []string, stderr io.Writer) (*options, error) {
 	})
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.DurationVar(&o.reapInterval, "reap-interval", time.Minute, "how often keys whose deletion date passed are deleted")
+	fs.BoolVar(&o.audit, "audit", true, "write the tamper-evident audit log (every request; a request whose record cannot be written fails)")
+	fs.StringVar(&o.auditFile, "audit-file", "", "audit log file (default DATA-DIR/audit/audit.log)")
+	fs.BoolVar(&o.auditStdout, "audit-stdout", false, "also write audit records to standard output")
+	fs.Int64Var(&o.auditMaxBytes, "audit-max-bytes", 100<<20, "rotate the audit log file at this size")
+	fs.IntVar(&o.auditCheckpointEvery, "audit-checkpoint-every", 1000, "records between signed audit checkpoints")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -173,6 +183,9 @@ func (o *options) defaults() {
 	}
 	if o.dev && !o.sessionKeyCopiesSet {
 		o.sessionKeyCopies = true
+	}
+	if o.auditFile == "" {
+		o.auditFile = filepath.Join(o.dataDir, "audit", "audit.log")
 	}
 }
 
@@ -251,3 +264,9 @@ func accountOf(arn string) (string, error) {
 }
 
 func (o *options) storePath() string { return filepath.Join(o.dataDir, "hsmkms.db") }
+
+// auditPublicKeyPath is where serve writes the audit key's public key, for
+// `hsmkms audit verify --public-key`.
+func (o *options) auditPublicKeyPath() string {
+	return filepath.Join(o.dataDir, "audit-public-key.pem")
+}

@@ -1,8 +1,9 @@
 // Command hsmkms is the hsmkms key service: the AWS KMS API in front of a
 // PKCS#11 token.
 //
-//	hsmkms serve [flags]   run the service
-//	hsmkms version         print the version
+//	hsmkms serve [flags]                                 run the service
+//	hsmkms audit verify [--public-key FILE] FILE...      check audit log files
+//	hsmkms version                                       print the version
 //
 // Secrets (the token PIN, SigV4 secrets) come from files or the environment,
 // never from flags, which other users can read in the process list.
@@ -32,7 +33,7 @@ func main() {
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: hsmkms serve [flags] | hsmkms version")
+		fmt.Fprintln(stderr, "usage: hsmkms serve [flags] | hsmkms audit verify [--public-key FILE] FILE... | hsmkms version")
 		return flag.ErrHelp
 	}
 	switch args[0] {
@@ -40,10 +41,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
 		return serve(ctx, args[1:], stdout, stderr)
+	case "audit":
+		return auditCommand(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "hsmkms", version)
 		return nil
 	default:
-		return fmt.Errorf("unknown command %q (want serve or version)", args[0])
+		return fmt.Errorf("unknown command %q (want serve, audit or version)", args[0])
 	}
 }

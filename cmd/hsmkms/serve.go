@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hsmkms/hsmkms/audit"
 	"github.com/hsmkms/hsmkms/hsm"
 	"github.com/hsmkms/hsmkms/service"
 	"github.com/hsmkms/hsmkms/service/api"
@@ -85,9 +87,43 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	} else {
 		rep.Log(log)
 	}
+	var auditLog *audit.Writer
+	if o.audit {
+		if auditLog, err = o.openAudit(ctx, svc, stdout, log); err != nil {
+			return err
+		}
+		// Closed after the server stops and before the token closes: the
+		// final checkpoint is signed in the token.
+		defer func() {
+			if err := auditLog.Close(); err != nil {
+				log.Error("close audit log", "err", err)
+			}
+		}()
+	}
+	if auditLog != nil {
+		// A quiet server still signs what it logged, within a minute.
+		go func() {
+			t := time.NewTicker(time.Minute)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					if err := auditLog.Checkpoint(); err != nil && !errors.Is(err, audit.ErrClosed) {
+						log.Error("audit checkpoint", "err", err)
+					}
+				}
+			}
+		}()
+	}
 	live := &api.ReloadableCredentials{}
 	live.Store(creds)
-	h, err := api.New(api.Config{Service: svc, Credentials: live, Region: o.region, Logger: log})
+	apiCfg := api.Config{Service: svc, Credentials: live, Region: o.region, Logger: log}
+	if auditLog != nil {
+		apiCfg.Audit = auditLog
+	}
+	h, err := api.New(apiCfg)
 	if err != nil {
 		return err
 	}
@@ -206,6 +242,33 @@ func (o *options) tokenPIN(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("token PIN: give --pin-file or set HSMKMS_PIN: %w", err)
 	}
 	return pin, nil
+}
+
+// openAudit opens the audit log with the token-resident audit key, and
+// writes the key's public key beside the store for verifiers.
+func (o *options) openAudit(ctx context.Context, svc *service.Service, stdout io.Writer, log *slog.Logger) (*audit.Writer, error) {
+	signer, pub, err := svc.AuditKey(ctx)
+	if err != nil {
+		return nil, err
+	}
+	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub})
+	if err := os.WriteFile(o.auditPublicKeyPath(), pemBytes, 0o644); err != nil {
+		return nil, fmt.Errorf("audit public key: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(o.auditFile), 0o700); err != nil {
+		return nil, fmt.Errorf("audit log directory: %w", err)
+	}
+	cfg := audit.Config{File: o.auditFile, MaxFileSize: o.auditMaxBytes, CheckpointEvery: o.auditCheckpointEvery,
+		Signer: signer, PublicKey: pub, Logger: log}
+	if o.auditStdout {
+		cfg.Out = stdout
+	}
+	w, err := audit.Open(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("audit log: %w", err)
+	}
+	log.Info("audit log open", "file", o.auditFile, "public_key", o.auditPublicKeyPath(), "checkpoint_every", o.auditCheckpointEvery)
+	return w, nil
 }
 
 // reloadCredentials reads the configuration file again and, if it is valid,

@@ -43,15 +43,21 @@ type Config struct {
 	BodyLimit   int64
 	// Now is the clock used for signature dates (default time.Now).
 	Now func() time.Time
+	// Audit, if set, records every request, allowed, denied or failed; a
+	// request whose record cannot be written fails.
+	Audit Auditor
 }
 
 // Server is the KMS endpoint. It is an http.Handler.
 type Server struct {
-	svc      *service.Service
-	verifier *sigv4.Verifier
-	log      *slog.Logger
-	limit    int64
-	echo     *echo.Echo
+	svc       *service.Service
+	verifier  *sigv4.Verifier
+	log       *slog.Logger
+	limit     int64
+	echo      *echo.Echo
+	audit     Auditor
+	region    string
+	partition string
 }
 
 // New builds the endpoint.
@@ -64,6 +70,8 @@ func New(cfg Config) (*Server, error) {
 		verifier: &sigv4.Verifier{Region: cfg.Region, Service: "kms", Store: cfg.Credentials, Now: cfg.Now},
 		log:      cfg.Logger,
 		limit:    cfg.BodyLimit,
+		audit:    cfg.Audit,
+		region:   cfg.Region, partition: "aws",
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -128,6 +136,31 @@ func putBuf(b *bytes.Buffer) {
 const requestIDKey = "hsmkms.requestID"
 
 func (s *Server) handle(c echo.Context) error {
+	resp := getBuf()
+	defer putBuf(resp) // may hold plaintext: zeroed on return
+	x := exchange{target: c.Request().Header.Get("X-Amz-Target")}
+	err := s.process(c, &x, resp)
+	if s.audit != nil {
+		// The record is written before the response: if it cannot be, the
+		// caller gets KMSInternalException and no result of the request.
+		if aerr := s.audit.Write(s.event(c, &x, err)); aerr != nil {
+			return &service.Error{Code: service.ExcInternal, Message: "An internal error occurred.",
+				Cause: fmt.Errorf("audit record not written, request refused: %w", aerr)}
+		}
+	}
+	if err != nil {
+		return err
+	}
+	w := c.Response()
+	w.Header().Set(echo.HeaderContentType, contentType)
+	w.WriteHeader(http.StatusOK)
+	_, err = w.Write(resp.Bytes())
+	return err
+}
+
+// process authenticates and runs one request and leaves its response body
+// in resp; x collects what the audit record needs.
+func (s *Server) process(c echo.Context, x *exchange, resp *bytes.Buffer) error {
 	r := c.Request()
 	w := c.Response()
 	body := getBuf()
@@ -139,8 +172,12 @@ func (s *Server) handle(c echo.Context) error {
 		}
 		return service.Errorf(service.ExcSerialization, "Could not read the request body.")
 	}
+	if s.audit != nil {
+		x.params = parameters(body.Bytes())
+	}
 	cred, err := s.verifier.Verify(r, body.Bytes())
 	if err != nil {
+		x.akid = accessKeyOf(r.Header.Get("Authorization"))
 		return authError(err)
 	}
 	caller, ok := cred.Principal.(service.Caller)
@@ -155,8 +192,9 @@ func (s *Server) handle(c echo.Context) error {
 		caller.SourceIP = host
 	}
 	caller.SecureTransport = r.TLS != nil
+	x.caller = &caller
 
-	op, ok := operations[r.Header.Get("X-Amz-Target")]
+	op, ok := operations[x.target]
 	if !ok {
 		return service.Errorf(service.ExcUnknownOperation, "")
 	}
@@ -168,26 +206,22 @@ func (s *Server) handle(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	resp := getBuf()
-	defer putBuf(resp) // may hold plaintext: zeroed on return
+	x.out = out
 	if out == nil {
 		resp.WriteString("{}")
-	} else {
-		handled, err := appendSecretJSON(resp, out)
-		if !handled {
-			err = json.NewEncoder(resp).Encode(out)
-		}
-		if z, ok := out.(interface{ Zero() }); ok {
-			z.Zero()
-		}
-		if err != nil {
-			return &service.Error{Code: service.ExcInternal, Message: "An internal error occurred.", Cause: err}
-		}
+		return nil
 	}
-	w.Header().Set(echo.HeaderContentType, contentType)
-	w.WriteHeader(http.StatusOK)
-	_, err = w.Write(resp.Bytes())
-	return err
+	handled, err := appendSecretJSON(resp, out)
+	if !handled {
+		err = json.NewEncoder(resp).Encode(out)
+	}
+	if z, ok := out.(interface{ Zero() }); ok {
+		z.Zero()
+	}
+	if err != nil {
+		return &service.Error{Code: service.ExcInternal, Message: "An internal error occurred.", Cause: err}
+	}
+	return nil
 }
 
 // authError maps a SigV4 failure to the exception AWS sends for it.
