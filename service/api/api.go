@@ -172,9 +172,6 @@ func (s *Server) process(c echo.Context, x *exchange, resp *bytes.Buffer) error 
 		}
 		return service.Errorf(service.ExcSerialization, "Could not read the request body.")
 	}
-	if s.audit != nil {
-		x.params = parameters(body.Bytes())
-	}
 	cred, err := s.verifier.Verify(r, body.Bytes())
 	if err != nil {
 		x.akid = accessKeyOf(r.Header.Get("Authorization"))
@@ -202,7 +199,8 @@ func (s *Server) process(c echo.Context, x *exchange, resp *bytes.Buffer) error 
 	if len(bytes.TrimSpace(in)) == 0 {
 		in = []byte("{}")
 	}
-	out, err := op.call(r.Context(), s.svc, caller, in)
+	out, params, err := op.call(r.Context(), s.svc, caller, in, s.audit != nil)
+	x.params = params
 	if err != nil {
 		return err
 	}

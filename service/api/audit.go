@@ -1,9 +1,10 @@
 package api
 
 import (
-	"encoding/json"
 	"net"
+	"reflect"
 	"strings"
+	"sync"
 
 	"github.com/labstack/echo/v4"
 
@@ -22,75 +23,72 @@ type Auditor interface {
 type exchange struct {
 	target string
 	caller *service.Caller
-	akid   string // from the Authorization header when authentication failed
-	params *auditParams
+	akid   string         // from the Authorization header when authentication failed
+	params map[string]any // the request's auditable fields
 	out    any
 }
 
-// auditParams are the request fields an audit record may show: names,
-// algorithms, contexts, ids — never Plaintext, Message, Mac, Signature,
-// CiphertextBlob or policies' and keys' contents. Decoding into this struct
-// skips every other field without copying it.
-type auditParams struct {
-	KeyId                          *string           `json:"KeyId,omitempty"`
-	SourceKeyId                    *string           `json:"SourceKeyId,omitempty"`
-	DestinationKeyId               *string           `json:"DestinationKeyId,omitempty"`
-	TargetKeyId                    *string           `json:"TargetKeyId,omitempty"`
-	AliasName                      *string           `json:"AliasName,omitempty"`
-	EncryptionContext              map[string]string `json:"EncryptionContext,omitempty"`
-	SourceEncryptionContext        map[string]string `json:"SourceEncryptionContext,omitempty"`
-	DestinationEncryptionContext   map[string]string `json:"DestinationEncryptionContext,omitempty"`
-	EncryptionAlgorithm            *string           `json:"EncryptionAlgorithm,omitempty"`
-	SourceEncryptionAlgorithm      *string           `json:"SourceEncryptionAlgorithm,omitempty"`
-	DestinationEncryptionAlgorithm *string           `json:"DestinationEncryptionAlgorithm,omitempty"`
-	KeySpec                        *string           `json:"KeySpec,omitempty"`
-	KeyUsage                       *string           `json:"KeyUsage,omitempty"`
-	KeyPairSpec                    *string           `json:"KeyPairSpec,omitempty"`
-	NumberOfBytes                  *int64            `json:"NumberOfBytes,omitempty"`
-	SigningAlgorithm               *string           `json:"SigningAlgorithm,omitempty"`
-	MessageType                    *string           `json:"MessageType,omitempty"`
-	MacAlgorithm                   *string           `json:"MacAlgorithm,omitempty"`
-	GrantId                        *string           `json:"GrantId,omitempty"`
-	GranteePrincipal               *string           `json:"GranteePrincipal,omitempty"`
-	RetiringPrincipal              *string           `json:"RetiringPrincipal,omitempty"`
-	Operations                     []string          `json:"Operations,omitempty"`
-	Name                           *string           `json:"Name,omitempty"`
-	PendingWindowInDays            *int64            `json:"PendingWindowInDays,omitempty"`
-	RotationPeriodInDays           *int64            `json:"RotationPeriodInDays,omitempty"`
-	PolicyName                     *string           `json:"PolicyName,omitempty"`
-	TagKeys                        []string          `json:"TagKeys,omitempty"`
-	BypassPolicyLockoutSafetyCheck *bool             `json:"BypassPolicyLockoutSafetyCheck,omitempty"`
-	DryRun                         *bool             `json:"DryRun,omitempty"`
+// auditable are the request fields an audit record may show, as CloudTrail
+// does: names, ids, algorithms, encryption contexts, grant properties. It is
+// a list of what may be shown, not of what may not: Plaintext, Message, Mac,
+// Signature, CiphertextBlob, Policy, grant tokens and anything added later
+// stay out unless added here.
+var auditable = []string{"KeyId", "SourceKeyId", "DestinationKeyId", "TargetKeyId", "AliasName",
+	"EncryptionContext", "SourceEncryptionContext", "DestinationEncryptionContext", "EncryptionAlgorithm",
+	"SourceEncryptionAlgorithm", "DestinationEncryptionAlgorithm", "KeySpec", "KeyUsage", "KeyPairSpec",
+	"CustomerMasterKeySpec", "Origin", "MultiRegion", "NumberOfBytes", "SigningAlgorithm", "MessageType",
+	"MacAlgorithm", "GrantId", "GranteePrincipal", "RetiringPrincipal", "Operations", "Name",
+	"PendingWindowInDays", "RotationPeriodInDays", "IncludeKeyMaterial", "PolicyName", "TagKeys",
+	"BypassPolicyLockoutSafetyCheck", "Limit", "DryRun"}
+
+type auditField struct {
+	index int
+	name  string // CloudTrail's lower-camel name
 }
 
-// parameters reads the auditable fields of a request body (nil if it is not
-// a JSON object).
-func parameters(body []byte) *auditParams {
-	var p auditParams
-	if json.Unmarshal(body, &p) != nil {
-		return nil
-	}
-	return &p
-}
+var auditFieldsOf sync.Map // reflect.Type -> []auditField
 
-// asMap renders the parameters with CloudTrail's lower-camel names.
-func (p *auditParams) asMap() map[string]any {
-	if p == nil {
-		return nil
+// auditFields reads the auditable fields of a decoded request (a pointer to
+// an Input struct) into CloudTrail's requestParameters; unset ones are left
+// out.
+func auditFields(in any) map[string]any {
+	v := reflect.ValueOf(in).Elem()
+	t := v.Type()
+	fs, ok := auditFieldsOf.Load(t)
+	if !ok {
+		var list []auditField
+		for _, name := range auditable {
+			if f, ok := t.FieldByName(name); ok && len(f.Index) == 1 {
+				list = append(list, auditField{index: f.Index[0], name: strings.ToLower(name[:1]) + name[1:]})
+			}
+		}
+		fs, _ = auditFieldsOf.LoadOrStore(t, list)
 	}
-	b, err := json.Marshal(p)
-	if err != nil {
-		return nil
+	m := make(map[string]any, 4)
+	for _, f := range fs.([]auditField) {
+		fv := v.Field(f.index)
+		switch fv.Kind() {
+		case reflect.Pointer:
+			if fv.IsNil() {
+				continue
+			}
+			fv = fv.Elem()
+		case reflect.Map, reflect.Slice:
+			if fv.Len() == 0 {
+				continue
+			}
+		case reflect.String:
+			if fv.Len() == 0 {
+				continue
+			}
+		case reflect.Bool:
+			if !fv.Bool() {
+				continue
+			}
+		}
+		m[f.name] = fv.Interface()
 	}
-	var m map[string]any
-	if json.Unmarshal(b, &m) != nil {
-		return nil
-	}
-	out := make(map[string]any, len(m))
-	for k, v := range m {
-		out[strings.ToLower(k[:1])+k[1:]] = v
-	}
-	return out
+	return m
 }
 
 // event builds the audit record of one request.
@@ -111,7 +109,7 @@ func (s *Server) event(c echo.Context, x *exchange, err error) *audit.Event {
 	} else {
 		ev.UserIdentity = audit.UserIdentity{Type: audit.IdentityUnknown, AccessKeyID: x.akid}
 	}
-	ev.RequestParameters = x.params.asMap()
+	ev.RequestParameters = x.params
 	if err != nil {
 		e := service.AsError(err)
 		ev.ErrorCode, ev.ErrorMessage = e.Code, e.Message
@@ -189,15 +187,14 @@ func (s *Server) resourceARNs(x *exchange) []string {
 		return nil
 	}
 	var out []string
-	for _, id := range []*string{x.params.KeyId, x.params.SourceKeyId, x.params.DestinationKeyId, x.params.TargetKeyId} {
-		if id == nil || *id == "" {
-			continue
-		}
+	for _, name := range []string{"keyId", "sourceKeyId", "destinationKeyId", "targetKeyId"} {
+		id, _ := x.params[name].(string)
 		switch {
-		case strings.HasPrefix(*id, "arn:") && strings.Contains(*id, ":key/"):
-			out = append(out, *id)
-		case !strings.HasPrefix(*id, "arn:") && !strings.HasPrefix(*id, "alias/"):
-			out = append(out, "arn:"+s.partition+":kms:"+s.region+":"+x.caller.Account+":key/"+*id)
+		case id == "":
+		case strings.HasPrefix(id, "arn:") && strings.Contains(id, ":key/"):
+			out = append(out, id)
+		case !strings.HasPrefix(id, "arn:") && !strings.HasPrefix(id, "alias/"):
+			out = append(out, "arn:"+s.partition+":kms:"+s.region+":"+x.caller.Account+":key/"+id)
 		}
 	}
 	return out

@@ -7,38 +7,47 @@ import (
 )
 
 // operation is one row of the dispatch table: how to decode the request and
-// which service method runs it.
+// which service method runs it. call also returns the request's auditable
+// fields when audit is true.
 type operation struct {
-	call func(ctx context.Context, svc *service.Service, caller service.Caller, body []byte) (any, error)
+	call func(ctx context.Context, svc *service.Service, caller service.Caller, body []byte, audit bool) (any, map[string]any, error)
 }
 
 // op adapts a typed service method to the table. Inputs that may carry
 // plaintext are zeroed by zero after the call.
 func op[In any, Out any](fn func(*service.Service, context.Context, service.Caller, In) (Out, error), zero func(*In)) operation {
-	return operation{call: func(ctx context.Context, svc *service.Service, caller service.Caller, body []byte) (any, error) {
+	return operation{call: func(ctx context.Context, svc *service.Service, caller service.Caller, body []byte, audit bool) (any, map[string]any, error) {
 		var in In
 		if err := decode(body, &in); err != nil {
-			return nil, err
+			return nil, nil, err
+		}
+		var params map[string]any
+		if audit {
+			params = auditFields(&in)
 		}
 		if zero != nil {
 			defer zero(&in)
 		}
 		out, err := fn(svc, ctx, caller, in)
 		if err != nil {
-			return nil, err
+			return nil, params, err
 		}
-		return out, nil
+		return out, params, nil
 	}}
 }
 
 // noOutput adapts a service method that returns only an error.
 func noOutput[In any](fn func(*service.Service, context.Context, service.Caller, In) error) operation {
-	return operation{call: func(ctx context.Context, svc *service.Service, caller service.Caller, body []byte) (any, error) {
+	return operation{call: func(ctx context.Context, svc *service.Service, caller service.Caller, body []byte, audit bool) (any, map[string]any, error) {
 		var in In
 		if err := decode(body, &in); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		return nil, fn(svc, ctx, caller, in)
+		var params map[string]any
+		if audit {
+			params = auditFields(&in)
+		}
+		return nil, params, fn(svc, ctx, caller, in)
 	}}
 }
 
