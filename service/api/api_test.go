@@ -145,3 +145,37 @@ func TestSecretJSONMatchesEncodingJSON(t *testing.T) {
 		t.Error("EncryptOutput carries no plaintext and should go through encoding/json")
 	}
 }
+
+// Audit records show the auditable fields of a request and nothing else:
+// no plaintext, message, MAC, signature, ciphertext or policy text.
+func TestAuditFieldsLeaveSecretsOut(t *testing.T) {
+	t.Parallel()
+	alg := "HMAC_SHA_256"
+	pol := `{"Statement":[]}`
+	id := "1234abcd-12ab-34cd-56ef-1234567890ab"
+	for name, tc := range map[string]struct {
+		in   any
+		want []string
+	}{
+		"encrypt": {&service.EncryptInput{KeyId: id, Plaintext: []byte("secret"), EncryptionContext: map[string]string{"a": "b"}},
+			[]string{"encryptionContext", "keyId"}},
+		"decrypt":    {&service.DecryptInput{CiphertextBlob: []byte("blob")}, nil},
+		"mac":        {&service.VerifyMacInput{KeyId: id, Message: []byte("m"), Mac: []byte("mac"), MacAlgorithm: &alg}, []string{"keyId", "macAlgorithm"}},
+		"sign":       {&service.VerifyInput{KeyId: id, Message: []byte("m"), Signature: []byte("s")}, []string{"keyId"}},
+		"key policy": {&service.PutKeyPolicyInput{KeyId: id, Policy: &pol}, []string{"keyId"}},
+		"create key": {&service.CreateKeyInput{Policy: &pol, MultiRegion: true}, []string{"multiRegion"}},
+		"retire":     {&service.RetireGrantInput{GrantToken: &pol}, nil},
+		"create grant": {&service.CreateGrantInput{KeyId: id, GranteePrincipal: &pol, Operations: []string{"Encrypt"}, GrantTokens: []string{"t"}},
+			[]string{"granteePrincipal", "keyId", "operations"}},
+	} {
+		got := auditFields(tc.in)
+		var keys []string
+		for k := range got {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		if !slices.Equal(keys, tc.want) {
+			t.Errorf("%s: audited fields %v, want %v", name, keys, tc.want)
+		}
+	}
+}
