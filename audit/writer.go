@@ -367,6 +367,21 @@ func (w *Writer) Close() error {
 	return errors.Join(errs...)
 }
 
+// Err reports whether the log can take records: nil, or why not (closed,
+// or broken by an earlier failure). Callers check it before doing work that
+// must be recorded, so that work is not done when its record cannot be.
+func (w *Writer) Err() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.usable(); err != nil {
+		return err
+	}
+	if w.unsigned >= 2*w.every {
+		return fmt.Errorf("audit: %d records are unsigned and checkpoints fail", w.unsigned)
+	}
+	return nil
+}
+
 func (w *Writer) usable() error {
 	if w.closed {
 		return ErrClosed

@@ -507,3 +507,17 @@ func TestCheckpointFailure(t *testing.T) {
 		t.Errorf("report = %+v, %v", rep, err)
 	}
 }
+
+// Err says up front whether the log can take records.
+func TestErrReportsAnUnusableLog(t *testing.T) {
+	w := open(t, testConfig(t, newSigner(t)))
+	if err := w.Err(); err != nil {
+		t.Fatalf("Err of an open log: %v", err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Err(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Err after Close = %v, want ErrClosed", err)
+	}
+}

@@ -150,3 +150,41 @@ func replaceLine(lines []string, i int, s string) []string {
 	out[i] = s
 	return out
 }
+
+// failingAuditor refuses every record, or, with broken set, says up front
+// that it cannot take any.
+type failingAuditor struct{ broken bool }
+
+func (f failingAuditor) Write(*audit.Event) error { return errors.New("disk full") }
+func (f failingAuditor) Err() error {
+	if f.broken {
+		return errors.New("log broken")
+	}
+	return nil
+}
+
+// A request whose audit record cannot be written fails with
+// KMSInternalException and returns nothing of its result; with the log
+// known to be broken the operation does not even run.
+func TestAuditFailureFailsTheRequest(t *testing.T) {
+	t.Parallel()
+	for _, broken := range []bool{false, true} {
+		var svc *service.Service
+		s := startServerAudited(t, nil, func(sv *service.Service) api.Auditor { svc = sv; return failingAuditor{broken: broken} })
+		c := s.client()
+		out, err := c.CreateKey(ctxT(t), &kms.CreateKeyInput{})
+		wantAPIError(t, err, "KMSInternalException", 500)
+		if out != nil {
+			t.Errorf("broken=%v: a result came back: %+v", broken, out)
+		}
+		l, err := svc.ListKeys(ctxT(t), service.Caller{Account: mainAccount, ARN: mainARN}, service.ListKeysInput{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// With the log known to be broken nothing ran; otherwise the key
+		// was made but its creator was told the request failed.
+		if want := map[bool]int{true: 0, false: 1}[broken]; len(l.Keys) != want {
+			t.Errorf("broken=%v: %d keys exist, want %d", broken, len(l.Keys), want)
+		}
+	}
+}

@@ -195,6 +195,14 @@ func (s *Server) process(c echo.Context, x *exchange, resp *bytes.Buffer) error 
 	if !ok {
 		return service.Errorf(service.ExcUnknownOperation, "")
 	}
+	// Do nothing that could not be recorded: with the log known to be
+	// unusable, refuse before the operation runs.
+	if h, ok := s.audit.(interface{ Err() error }); ok {
+		if err := h.Err(); err != nil {
+			return &service.Error{Code: service.ExcInternal, Message: "An internal error occurred.",
+				Cause: fmt.Errorf("audit log unusable, request refused: %w", err)}
+		}
+	}
 	in := body.Bytes()
 	if len(bytes.TrimSpace(in)) == 0 {
 		in = []byte("{}")
