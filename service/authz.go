@@ -205,11 +205,15 @@ func (s *Service) policiesUse(k *key, caller Caller, name string) bool {
 
 // authorizeAccount decides an action that no key governs (CreateKey,
 // ListKeys, ListAliases, GenerateRandom) by the caller's identity policies.
-func (s *Service) authorizeAccount(caller Caller, action string) error {
+func (s *Service) authorizeAccount(caller Caller, action string, extra ...conditions) error {
 	resource := "*"
 	c := policy.Context{}
+	for _, e := range extra {
+		e(c)
+	}
 	now := s.now().UTC()
 	c.Set("aws:CurrentTime", now.Format(time.RFC3339))
+	c.Set("aws:EpochTime", strconv.FormatInt(now.Unix(), 10))
 	c.Set("aws:SecureTransport", strconv.FormatBool(caller.SecureTransport))
 	if caller.SourceIP != "" {
 		c.Set("aws:SourceIp", caller.SourceIP)

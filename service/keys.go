@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/google/uuid"
 
 	"github.com/hsmkms/hsmkms/hsm"
+	"github.com/hsmkms/hsmkms/service/policy"
 	"github.com/hsmkms/hsmkms/service/store"
 )
 
@@ -98,7 +100,22 @@ func (s *Service) CreateKey(ctx context.Context, caller Caller, in CreateKeyInpu
 	if ks == nil || !contains(ks.usages, usage) {
 		return nil, Errorf(ExcUnsupportedOp, "KeySpec %s with KeyUsage %s is not supported by this key service.", spec, usage)
 	}
-	if err := s.authorizeAccount(caller, "kms:CreateKey"); err != nil {
+	createConds := func(c policy.Context) {
+		c.Set("kms:KeySpec", spec)
+		c.Set("kms:KeyUsage", usage)
+		c.Set("kms:KeyOrigin", OriginAWSKMS)
+		c.Set("kms:MultiRegion", strconv.FormatBool(in.MultiRegion))
+		c.Set("kms:BypassPolicyLockoutSafetyCheck", strconv.FormatBool(in.BypassPolicyLockoutSafetyCheck))
+		keys := make([]string, len(in.Tags))
+		for i, t := range in.Tags {
+			c.Set("aws:RequestTag/"+t.TagKey, t.TagValue)
+			keys[i] = t.TagKey
+		}
+		if len(keys) > 0 {
+			c.Set("aws:TagKeys", keys...)
+		}
+	}
+	if err := s.authorizeAccount(caller, "kms:CreateKey", createConds); err != nil {
 		return nil, err
 	}
 	id := uuid.New()

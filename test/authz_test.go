@@ -183,6 +183,29 @@ func TestAuthorization(t *testing.T) {
 		}
 	})
 
+	t.Run("CreateKey conditions: request tags and key spec", func(t *testing.T) {
+		s2 := startServerWith(t, map[string]service.Caller{"AKIDMAKER": {Account: mainAccount, ARN: "arn:aws:iam::111122223333:user/maker",
+			Identity: identity(t, `{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"kms:CreateKey","Resource":"*",`+
+				`"Condition":{"StringEquals":{"aws:RequestTag/team":"payments","kms:KeySpec":"SYMMETRIC_DEFAULT"}}}}`)}})
+		maker := s2.as("AKIDMAKER")
+		tag := []types.Tag{{TagKey: aws.String("team"), TagValue: aws.String("payments")}}
+		if _, err := maker.CreateKey(ctxT(t), &kms.CreateKeyInput{Tags: tag}); err != nil {
+			t.Fatalf("CreateKey with the required tag: %v", err)
+		}
+		for name, in := range map[string]*kms.CreateKeyInput{
+			"no tag":    {},
+			"other tag": {Tags: []types.Tag{{TagKey: aws.String("team"), TagValue: aws.String("web")}}},
+			"RSA key":   {Tags: tag, KeySpec: types.KeySpecRsa2048, KeyUsage: types.KeyUsageTypeSignVerify},
+		} {
+			_, err := maker.CreateKey(ctxT(t), in)
+			if err == nil {
+				t.Errorf("%s: created", name)
+				continue
+			}
+			wantAPIError(t, err, "AccessDeniedException", 400)
+		}
+	})
+
 	t.Run("refusals say nothing about the policies", func(t *testing.T) {
 		k := keyWithPolicy(t, root, `{"Version":"2012-10-17","Statement":[`+
 			`{"Sid":"secret statement name","Effect":"Allow","Principal":{"AWS":"111122223333"},"Action":"kms:*","Resource":"*"},`+
