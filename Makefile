@@ -44,6 +44,7 @@ test: softhsm2 fmt vet
 
 bench: softhsm2
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./hsm ./service ./blob ./service/api/sigv4
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./test ./audit
 	$(GO) run ./cmd/hsmkms-bench $(BENCHFLAGS)
 
 # A short fuzzing run of the blob parser (the corpus also runs in make test).

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"sync/atomic"
@@ -20,6 +22,7 @@ import (
 	"github.com/aws/smithy-go"
 	"github.com/google/uuid"
 
+	"github.com/hsmkms/hsmkms/audit"
 	"github.com/hsmkms/hsmkms/blob"
 	"github.com/hsmkms/hsmkms/hsm"
 	"github.com/hsmkms/hsmkms/service"
@@ -33,15 +36,16 @@ type options struct {
 	Concurrency      int
 	Size             int
 	SessionKeyCopies bool
-	// Requests, if > 0, makes the HTTP Encrypt phase at full concurrency run
-	// exactly this many requests instead of for Duration.
+	// Requests, if > 0, makes the HTTP Encrypt phases (audit off and on) at
+	// full concurrency run exactly this many requests each instead of for
+	// Duration.
 	Requests   int64
-	CPUProfile string // serve-kms child's CPU profile of HTTP Encrypt at full concurrency
+	CPUProfile string // serve-kms child's (audit off) CPU profile of HTTP Encrypt at full concurrency
 	// Token is the parent's token (module, label, PIN; SOFTHSM2_CONF already
 	// set). SessionKeyCopies is taken from the field above.
 	Token hsm.Config
-	// DataDir holds the parent's metadata store and the KMS server's data
-	// directory (its token and store). The caller removes it.
+	// DataDir holds the parent's metadata store and the KMS servers' data
+	// directories (their tokens, stores and audit log). The caller removes it.
 	DataDir string
 	// Progress, if set, gets a line as each phase starts.
 	Progress io.Writer
@@ -75,7 +79,15 @@ const (
 	phaseService = "service.Encrypt"
 	phaseNull    = "HTTP null"
 	phaseHTTP    = "HTTP Encrypt"
+	// The same requests against a server that records each in its signed
+	// audit log (serve-kms -audit).
+	phaseHTTPAudit = "HTTP Encrypt (audit on)"
 )
+
+// auditTarget is the issue's target for the audit log's cost: HTTP Encrypt
+// with the log on within 15 % of off, in throughput and in server CPU per
+// request.
+const auditTarget = 0.15
 
 // phaseResult is one row of the table.
 type phaseResult struct {
@@ -100,6 +112,28 @@ type ratio struct {
 	Value float64 `json:"value"`
 }
 
+// auditOverhead compares HTTP Encrypt with the audit log on and off at one
+// concurrency level.
+type auditOverhead struct {
+	Concurrency    int     `json:"concurrency"`
+	OpsPerSecRatio float64 `json:"opsPerSecRatio"` // on ÷ off
+	// ServerCPURatio is on ÷ off of server CPU per request; nil when the
+	// off server used too little CPU to measure (10 ms ticks).
+	ServerCPURatio *float64 `json:"serverCpuPerReqRatio,omitempty"`
+	// WithinTarget: on has at least 1-auditTarget of off's throughput and
+	// at most 1+auditTarget of its server CPU per request.
+	WithinTarget bool `json:"withinTarget"`
+}
+
+// auditLogCheck is what audit.Verify found in the audited server's log
+// after it exited.
+type auditLogCheck struct {
+	Records     int    `json:"records"`
+	Checkpoints int    `json:"checkpoints"`
+	SignedSeq   uint64 `json:"signedSeq"`
+	Key         string `json:"keyFingerprint"`
+}
+
 // report is everything one run measured.
 type report struct {
 	Host             hostInfo      `json:"host"`
@@ -116,6 +150,11 @@ type report struct {
 	NullDeserializationErrors int64  `json:"nullDeserializationErrors"`
 	Verified                  int    `json:"verifiedDecrypts"`
 	CPUProfile                string `json:"cpuProfile,omitempty"`
+	// AuditTarget is auditTarget; Audit compares the two HTTP Encrypt phases
+	// at each level; AuditLog is the audited server's verified log.
+	AuditTarget float64         `json:"auditTarget"`
+	Audit       []auditOverhead `json:"auditOverhead"`
+	AuditLog    auditLogCheck   `json:"auditLog"`
 }
 
 func (r *report) phase(name string, c int) *phaseResult {
@@ -204,22 +243,27 @@ func bench(ctx context.Context, o options) (*report, error) {
 		c   *child
 		err error
 	}
-	nullc, kmsc := make(chan started, 1), make(chan started, 1)
+	nullc, kmsc, auditc := make(chan started, 1), make(chan started, 1), make(chan started, 1)
 	go func() {
 		c, err := startChild(ctx, "serve-null", []string{"serve-null", "-listen", "127.0.0.1:0"})
 		nullc <- started{c, err}
 	}()
+	// Directories of the KMS children's alone (never opened here while they
+	// run), inside ours so that they go even if a child is killed.
+	auditDir := filepath.Join(o.DataDir, "serve-kms-audit")
 	go func() {
-		// A directory of the child's alone (never opened here), inside ours so
-		// that it goes even if the child is killed.
-		c, err := startChild(ctx, "serve-kms", kmsChildArgs(filepath.Join(o.DataDir, "serve-kms"), o.SessionKeyCopies, cpuprofile))
+		c, err := startChild(ctx, "serve-kms", kmsChildArgs(filepath.Join(o.DataDir, "serve-kms"), o.SessionKeyCopies, cpuprofile, false))
 		kmsc <- started{c, err}
 	}()
-	var nullSrv, kmsSrv *child
+	go func() {
+		c, err := startChild(ctx, "serve-kms-audit", kmsChildArgs(auditDir, o.SessionKeyCopies, "", true))
+		auditc <- started{c, err}
+	}()
+	var nullSrv, kmsSrv, auditSrv *child
 	var stopErrs []error
 	defer func() {
 		// Collect the children even if this function returns early.
-		for _, ch := range []chan started{nullc, kmsc} {
+		for _, ch := range []chan started{nullc, kmsc, auditc} {
 			if ch == nil {
 				continue
 			}
@@ -227,11 +271,10 @@ func bench(ctx context.Context, o options) (*report, error) {
 				s.c.stop()
 			}
 		}
-		if nullSrv != nil {
-			nullSrv.stop()
-		}
-		if kmsSrv != nil {
-			kmsSrv.stop()
+		for _, c := range []*child{nullSrv, kmsSrv, auditSrv} {
+			if c != nil {
+				c.stop()
+			}
 		}
 	}()
 
@@ -277,63 +320,59 @@ func bench(ctx context.Context, o options) (*report, error) {
 	if s.err != nil {
 		return nil, s.err
 	}
+	s = <-auditc
+	auditc = nil
+	auditSrv = s.c
+	if s.err != nil {
+		return nil, s.err
+	}
 
-	// phase runs one measured phase after a warm-up and adds its row. With a
-	// server, it reads the server's CPU time and RSS around the measured part
-	// (warm-up excluded) and, if profile is set, has it profile that part.
-	phase := func(name string, c int, l load, srv *child, profile bool, newOp func(i int) func(context.Context) error) error {
-		progress("  %-16s c=%-3d ...", name, c)
-		ops := make([]func(context.Context) error, c)
-		for i := range ops {
-			ops[i] = newOp(i)
+	// A phase is measured by a meter: its operations are built and warmed up
+	// (unmeasured) by newMeter, run in one or more measured rounds, and
+	// summed into the phase's row by finish. With a server, each round reads
+	// the server's CPU time and RSS around it.
+	newMeter := func(name string, c int, srv *child, newOp func(i int) func(context.Context) error) (*meter, error) {
+		progress("  %-23s c=%-3d ...", name, c)
+		m := &meter{name: name, c: c, srv: srv, ops: make([]func(context.Context) error, c)}
+		for i := range m.ops {
+			m.ops[i] = newOp(i)
 		}
 		if o.Warmup > 0 {
-			if _, err := drive(ctx, load{concurrency: c, duration: o.Warmup}, ops); err != nil {
-				return fmt.Errorf("%s c=%d warm-up: %w", name, c, err)
+			if _, err := drive(ctx, load{concurrency: c, duration: o.Warmup}, m.ops); err != nil {
+				return nil, fmt.Errorf("%s c=%d warm-up: %w", name, c, err)
 			}
 		}
-		var cpu0 time.Duration
-		var rss0 int64
-		if srv != nil {
-			if profile {
-				if err := srv.command("profile-start"); err != nil {
-					return err
-				}
-			}
-			var err error
-			if cpu0, rss0, err = srv.stats(); err != nil {
-				return fmt.Errorf("%s: server stats: %w", name, err)
-			}
-		}
-		r, err := drive(ctx, l, ops)
+		return m, nil
+	}
+	finish := func(m *meter) error {
+		row, err := m.row()
 		if err != nil {
-			return fmt.Errorf("%s c=%d: %w", name, c, err)
+			return err
 		}
-		if r.ops == 0 {
-			return fmt.Errorf("%s c=%d: no operation completed", name, c)
-		}
-		rep.Phases = append(rep.Phases, phaseResult{
-			Phase: name, Concurrency: c, Ops: r.ops, Seconds: r.elapsed.Seconds(), OpsPerSec: r.opsPerSec(),
-			P50Micros: micros(r.p50), P99Micros: micros(r.p99),
-			ClientCPUMicrosPerOp: micros(r.cpu) / float64(r.ops),
-		})
-		if srv == nil {
-			return nil
-		}
-		cpu1, rss1, err := srv.stats()
+		rep.Phases = append(rep.Phases, row)
+		return nil
+	}
+	// phase runs one measured phase in one round after a warm-up and adds
+	// its row; if profile is set, the server profiles the measured part.
+	phase := func(name string, c int, l load, srv *child, profile bool, newOp func(i int) func(context.Context) error) error {
+		m, err := newMeter(name, c, srv, newOp)
 		if err != nil {
-			return fmt.Errorf("%s: server stats: %w", name, err)
+			return err
+		}
+		if profile {
+			if err := srv.command("profile-start"); err != nil {
+				return err
+			}
+		}
+		if err := m.round(ctx, l); err != nil {
+			return err
 		}
 		if profile {
 			if err := srv.command("profile-stop"); err != nil {
 				return err
 			}
 		}
-		row := &rep.Phases[len(rep.Phases)-1]
-		row.ServerCPUMicrosPerReq = ptr(micros(cpu1-cpu0) / float64(r.ops))
-		row.ServerRSSMiB = ptr(mib(rss1))
-		row.ServerRSSBeforeMiB = ptr(mib(rss0))
-		return nil
+		return finish(m)
 	}
 	levels := []int{1}
 	if o.Concurrency != 1 {
@@ -469,52 +508,119 @@ func bench(ctx context.Context, o options) (*report, error) {
 	}
 	rep.NullDeserializationErrors = deserErrs.Load()
 
-	// 4. HTTP Encrypt: the real endpoint.
-	httpSlots := newSlots(o.Concurrency)
+	// 4. HTTP Encrypt: the real endpoint, with the audit log off and on.
+	// At each level both servers get the same plaintexts and their own
+	// warm-up, then are measured in the order off, on, on, off, each round
+	// half of the phase: a drift of the machine's speed during the pair (a
+	// clock, a neighbour) weighs on both alike.
+	auditClient := client(auditSrv.url())
+	var auditRequests atomic.Int64 // answered by the audited server: each must be in its log
+	auditCreated, err := auditClient.CreateKey(ctx, &kms.CreateKeyInput{Description: aws.String("hsmkms-bench audit on")})
+	if err != nil {
+		return nil, fmt.Errorf("HTTP CreateKey (audit on): %w", err)
+	}
+	auditRequests.Add(1)
+	type endpoint struct {
+		phase   string
+		srv     *child
+		client  *kms.Client
+		keyID   *string // what Encrypt names, as in the null phase
+		arn     *string // what Decrypt answers
+		counter *atomic.Int64
+		slots   *slots
+	}
+	endpoints := [2]endpoint{
+		{phaseHTTP, kmsSrv, kmsClient, created.KeyMetadata.KeyId, created.KeyMetadata.Arn, nil, newSlots(o.Concurrency)},
+		{phaseHTTPAudit, auditSrv, auditClient, auditCreated.KeyMetadata.KeyId, auditCreated.KeyMetadata.Arn, &auditRequests, newSlots(o.Concurrency)},
+	}
+	encryptOp := func(e endpoint, pt []byte, i int) func(context.Context) error {
+		in := &kms.EncryptInput{KeyId: e.keyID, Plaintext: pt, EncryptionContext: encryptionContext}
+		return func(ctx context.Context) error {
+			out, err := e.client.Encrypt(ctx, in)
+			if err != nil {
+				return err
+			}
+			if e.counter != nil {
+				e.counter.Add(1)
+			}
+			e.slots.record(i, &sample{pt: pt, ct: out.CiphertextBlob})
+			return nil
+		}
+	}
 	for _, c := range levels {
 		l := timed(c)
 		full := c == o.Concurrency
 		if full && o.Requests > 0 {
 			l = load{concurrency: c, requests: o.Requests}
 		}
-		err := phase(phaseHTTP, c, l, kmsSrv, full && cpuprofile != "", func(i int) func(context.Context) error {
-			pt := randomBytes(o.Size)
-			in := &kms.EncryptInput{KeyId: aws.String(httpKey), Plaintext: pt, EncryptionContext: encryptionContext}
-			return func(ctx context.Context) error {
-				out, err := kmsClient.Encrypt(ctx, in)
-				if err != nil {
-					return err
-				}
-				httpSlots.record(i, &sample{pt: pt, ct: out.CiphertextBlob})
-				return nil
+		profile := full && cpuprofile != ""
+		pts := make([][]byte, c)
+		for i := range pts {
+			pts[i] = randomBytes(o.Size)
+		}
+		var meters [2]*meter
+		for j, e := range endpoints {
+			m, err := newMeter(e.phase, c, e.srv, func(i int) func(context.Context) error { return encryptOp(e, pts[i], i) })
+			if err != nil {
+				return nil, err
 			}
-		})
-		if err != nil {
-			return nil, err
+			meters[j] = m
+		}
+		if profile {
+			// The off server profiles its two rounds; it is idle in between.
+			if err := kmsSrv.command("profile-start"); err != nil {
+				return nil, err
+			}
+		}
+		half := halves(l)
+		for _, step := range [4]struct{ m, h int }{{0, 0}, {1, 0}, {1, 1}, {0, 1}} {
+			if err := meters[step.m].round(ctx, half[step.h]); err != nil {
+				return nil, err
+			}
+		}
+		if profile {
+			if err := kmsSrv.command("profile-stop"); err != nil {
+				return nil, err
+			}
+		}
+		for _, m := range meters {
+			if err := finish(m); err != nil {
+				return nil, err
+			}
 		}
 	}
-	for _, sm := range pick(10, httpSlots) {
-		out, err := kmsClient.Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: sm.ct, EncryptionContext: encryptionContext})
-		if err != nil {
-			return nil, fmt.Errorf("HTTP: decrypt a sample: %w", err)
+	for _, e := range endpoints {
+		for _, sm := range pick(10, e.slots) {
+			out, err := e.client.Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: sm.ct, EncryptionContext: encryptionContext})
+			if err != nil {
+				return nil, fmt.Errorf("%s: decrypt a sample: %w", e.phase, err)
+			}
+			if e.counter != nil {
+				e.counter.Add(1)
+			}
+			if !bytes.Equal(out.Plaintext, sm.pt) {
+				return nil, fmt.Errorf("%s: a sample decrypts to the wrong plaintext", e.phase)
+			}
+			if aws.ToString(out.KeyId) != aws.ToString(e.arn) {
+				return nil, fmt.Errorf("%s: a sample decrypts under %s, want %s", e.phase, aws.ToString(out.KeyId), aws.ToString(e.arn))
+			}
+			rep.Verified++
 		}
-		if !bytes.Equal(out.Plaintext, sm.pt) {
-			return nil, errors.New("HTTP: a sample decrypts to the wrong plaintext")
-		}
-		if aws.ToString(out.KeyId) != aws.ToString(created.KeyMetadata.Arn) {
-			return nil, fmt.Errorf("HTTP: a sample decrypts under %s, want %s", aws.ToString(out.KeyId), aws.ToString(created.KeyMetadata.Arn))
-		}
-		rep.Verified++
 	}
 
 	// The servers must exit cleanly: a crash or a failed shutdown fails the run.
 	hc.CloseIdleConnections()
-	for _, c := range []*child{nullSrv, kmsSrv} {
+	for _, c := range []*child{nullSrv, kmsSrv, auditSrv} {
 		if err := c.stop(); err != nil {
 			stopErrs = append(stopErrs, err)
 		}
 	}
 	if err := errors.Join(stopErrs...); err != nil {
+		return nil, err
+	}
+	// The audited server closed its log (a final signed checkpoint) as it
+	// exited: the whole chain must verify and hold every request it answered.
+	if rep.AuditLog, err = verifyAuditLog(auditDir, auditRequests.Load()); err != nil {
 		return nil, err
 	}
 
@@ -533,7 +639,125 @@ func bench(ctx context.Context, o options) (*report, error) {
 			return nil, fmt.Errorf("ratio %s is %v", r.Name, r.Value)
 		}
 	}
+	rep.AuditTarget = auditTarget
+	for _, c := range levels {
+		rep.Audit = append(rep.Audit, compareAudit(*rep.phase(phaseHTTP, c), *rep.phase(phaseHTTPAudit, c)))
+	}
 	return rep, nil
+}
+
+// meter accumulates one phase's measured rounds.
+type meter struct {
+	name       string
+	c          int
+	srv        *child // nil for in-process phases
+	ops        []func(context.Context) error
+	res        loadResult
+	srvCPU     time.Duration
+	rss0, rss1 int64
+	rounds     int
+}
+
+// round runs one measured round of the phase; a load with neither a
+// duration nor requests (half of a 1-request budget) is skipped.
+func (m *meter) round(ctx context.Context, l load) error {
+	if l.duration <= 0 && l.requests <= 0 {
+		return nil
+	}
+	var cpu0 time.Duration
+	if m.srv != nil {
+		var rss int64
+		var err error
+		if cpu0, rss, err = m.srv.stats(); err != nil {
+			return fmt.Errorf("%s: server stats: %w", m.name, err)
+		}
+		if m.rounds == 0 {
+			m.rss0 = rss
+		}
+	}
+	r, err := drive(ctx, l, m.ops)
+	if err != nil {
+		return fmt.Errorf("%s c=%d: %w", m.name, m.c, err)
+	}
+	if m.srv != nil {
+		cpu1, rss1, err := m.srv.stats()
+		if err != nil {
+			return fmt.Errorf("%s: server stats: %w", m.name, err)
+		}
+		m.srvCPU += cpu1 - cpu0
+		m.rss1 = rss1
+	}
+	m.res.add(r)
+	m.rounds++
+	return nil
+}
+
+// row is the phase's line of the table, over all its rounds.
+func (m *meter) row() (phaseResult, error) {
+	r := m.res
+	if r.ops == 0 {
+		return phaseResult{}, fmt.Errorf("%s c=%d: no operation completed", m.name, m.c)
+	}
+	row := phaseResult{
+		Phase: m.name, Concurrency: m.c, Ops: r.ops, Seconds: r.elapsed.Seconds(), OpsPerSec: r.opsPerSec(),
+		P50Micros: micros(r.p50), P99Micros: micros(r.p99),
+		ClientCPUMicrosPerOp: micros(r.cpu) / float64(r.ops),
+	}
+	if m.srv != nil {
+		row.ServerCPUMicrosPerReq = ptr(micros(m.srvCPU) / float64(r.ops))
+		row.ServerRSSMiB = ptr(mib(m.rss1))
+		row.ServerRSSBeforeMiB = ptr(mib(m.rss0))
+	}
+	return row, nil
+}
+
+// halves splits a phase's load into two rounds.
+func halves(l load) [2]load {
+	a, b := l, l
+	if l.requests > 0 {
+		a.requests = l.requests / 2
+		b.requests = l.requests - a.requests
+	} else {
+		a.duration = l.duration / 2
+		b.duration = l.duration - a.duration
+	}
+	return [2]load{a, b}
+}
+
+// compareAudit compares the HTTP Encrypt rows with the audit log off and on
+// at one level.
+func compareAudit(off, on phaseResult) auditOverhead {
+	a := auditOverhead{Concurrency: off.Concurrency, OpsPerSecRatio: on.OpsPerSec / off.OpsPerSec}
+	if *off.ServerCPUMicrosPerReq > 0 {
+		a.ServerCPURatio = ptr(*on.ServerCPUMicrosPerReq / *off.ServerCPUMicrosPerReq)
+	}
+	a.WithinTarget = a.OpsPerSecRatio >= 1-auditTarget && a.ServerCPURatio != nil && *a.ServerCPURatio <= 1+auditTarget
+	return a
+}
+
+// verifyAuditLog verifies the exited audited server's log with its audit
+// key and checks that it holds exactly the requests the server answered,
+// all under a signed checkpoint.
+func verifyAuditLog(dataDir string, requests int64) (auditLogCheck, error) {
+	b, err := os.ReadFile(auditPublicKeyPath(dataDir))
+	if err != nil {
+		return auditLogCheck{}, fmt.Errorf("audit public key: %w", err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != "PUBLIC KEY" {
+		return auditLogCheck{}, fmt.Errorf("audit public key %s: no PUBLIC KEY PEM block", auditPublicKeyPath(dataDir))
+	}
+	vr, err := audit.Verify([]string{auditLogPath(dataDir)}, blk.Bytes)
+	if err != nil {
+		return auditLogCheck{}, fmt.Errorf("audit log does not verify: %w", err)
+	}
+	switch {
+	case int64(vr.Records) != requests:
+		return auditLogCheck{}, fmt.Errorf("audit log holds %d records; the audited server answered %d requests", vr.Records, requests)
+	case vr.Unsigned != 0:
+		return auditLogCheck{}, fmt.Errorf("audit log: %d records after the last checkpoint, want none after a clean shutdown", vr.Unsigned)
+	}
+	return auditLogCheck{Records: vr.Records, Checkpoints: vr.Checkpoints, SignedSeq: vr.SignedSeq, Key: vr.KeyFingerprint}, nil
 }
 
 func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }

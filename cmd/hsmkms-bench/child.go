@@ -5,7 +5,13 @@ package main
 // generator's. The tool re-executes itself with a hidden subcommand:
 //
 //	hsmkms-bench serve-null -listen 127.0.0.1:0
-//	hsmkms-bench serve-kms  -listen 127.0.0.1:0 [-data-dir DIR] [-session-key-copies=BOOL] [-cpuprofile FILE]
+//	hsmkms-bench serve-kms  -listen 127.0.0.1:0 [-data-dir DIR] [-session-key-copies=BOOL] [-cpuprofile FILE] [-audit]
+//
+// With -audit the KMS server records every request in a signed audit log,
+// DIR/audit/audit.log, as cmd/hsmkms serve does, and writes the audit key's
+// public key to DIR/audit/audit-public-key.pem for the parent to verify the
+// log with once the child has exited (the log is closed, with a final signed
+// checkpoint, before the token).
 //
 // The child prints the address it listens on as the first line of stdout,
 // then reads commands, one per line, from stdin and answers each with one
@@ -20,6 +26,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -39,6 +46,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hsmkms/hsmkms/audit"
 	"github.com/hsmkms/hsmkms/hsm"
 	"github.com/hsmkms/hsmkms/service"
 	"github.com/hsmkms/hsmkms/service/api"
@@ -72,12 +80,13 @@ func childCommand(args []string) (int, bool) {
 	return 0, true
 }
 
-func serveChild(ctx context.Context, cmd string, args []string, stdin io.Reader, stdout io.Writer) error {
+func serveChild(ctx context.Context, cmd string, args []string, stdin io.Reader, stdout io.Writer) (err error) {
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	listen := fs.String("listen", "127.0.0.1:0", "address to listen on")
 	dataDir := fs.String("data-dir", "", "directory for the token and store (default: a temporary directory, removed on exit)")
 	copies := fs.Bool("session-key-copies", true, "hsm.Config.SessionKeyCopies")
 	cpuprofile := fs.String("cpuprofile", "", "CPU profile file, written between profile-start and profile-stop")
+	auditOn := fs.Bool("audit", false, "serve-kms: record every request in the signed audit log DIR/audit/audit.log")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -107,11 +116,13 @@ func serveChild(ctx context.Context, cmd string, args []string, stdin io.Reader,
 	case "serve-null":
 		handler = api.NewBaseline()
 	case "serve-kms":
-		k, err := newKMSServer(ctx, *dataDir, *copies)
+		k, err := newKMSServer(ctx, *dataDir, *copies, *auditOn)
 		if err != nil {
 			return err
 		}
-		defer k.close()
+		// A failure to close the audit log (its final checkpoint) fails the
+		// child, and so the run.
+		defer func() { err = errors.Join(err, k.close()) }()
 		handler = k
 	}
 
@@ -176,16 +187,29 @@ func serveChild(ctx context.Context, cmd string, args []string, stdin io.Reader,
 }
 
 // kmsServer is the real endpoint, built as cmd/hsmkms builds it: a SoftHSM2
-// token of this process's own, a bbolt store, the service and the SigV4 API.
+// token of this process's own, a bbolt store, the service and the SigV4 API,
+// and, if auditDir is set, the audit log.
 type kmsServer struct {
-	cfg     hsm.Config
-	db      *store.Bolt
-	tok     *hsm.Token
-	handler atomic.Pointer[api.Server]
-	cleanup []func()
+	cfg      hsm.Config
+	db       *store.Bolt
+	tok      *hsm.Token
+	auditDir string
+	audit    *audit.Writer
+	handler  atomic.Pointer[api.Server]
+	cleanup  []func()
 }
 
-func newKMSServer(ctx context.Context, dataDir string, copies bool) (_ *kmsServer, err error) {
+// auditLogPath is the audit log in a serve-kms child's data directory.
+func auditLogPath(dataDir string) string {
+	return filepath.Join(dataDir, "audit", "audit.log")
+}
+
+// auditPublicKeyPath is the audit key's public key (PEM) beside the log.
+func auditPublicKeyPath(dataDir string) string {
+	return filepath.Join(dataDir, "audit", "audit-public-key.pem")
+}
+
+func newKMSServer(ctx context.Context, dataDir string, copies, auditOn bool) (_ *kmsServer, err error) {
 	k := &kmsServer{}
 	defer func() {
 		if err != nil {
@@ -213,6 +237,9 @@ func newKMSServer(ctx context.Context, dataDir string, copies bool) (_ *kmsServe
 		return nil, err
 	}
 	k.cfg = hsm.Config{ModulePath: st.ModulePath, TokenLabel: st.Label, PIN: pin, SessionKeyCopies: copies}
+	if auditOn {
+		k.auditDir = dataDir
+	}
 	if k.db, err = store.Open(filepath.Join(dataDir, "hsmkms.db")); err != nil {
 		return nil, err
 	}
@@ -240,21 +267,68 @@ func (k *kmsServer) open(ctx context.Context) error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	h, err := api.New(api.Config{Service: svc, Credentials: creds, Region: benchRegion, Logger: log})
+	apiCfg := api.Config{Service: svc, Credentials: creds, Region: benchRegion, Logger: log}
+	var w *audit.Writer
+	if k.auditDir != "" {
+		if w, err = openAudit(ctx, svc, k.auditDir, log); err != nil {
+			tok.Close()
+			return err
+		}
+		apiCfg.Audit = w
+	}
+	h, err := api.New(apiCfg)
 	if err != nil {
+		if w != nil {
+			w.Close()
+		}
 		tok.Close()
 		return err
 	}
 	k.tok = tok
+	k.audit = w
 	k.handler.Store(h)
 	return nil
+}
+
+// openAudit opens the audit log as cmd/hsmkms serve does (default checkpoint
+// interval and no rotation; the minute ticker that signs a quiet server's
+// records is left out, as a measured server is never quiet for a minute),
+// and writes the audit key's public key beside it.
+func openAudit(ctx context.Context, svc *service.Service, dataDir string, log *slog.Logger) (*audit.Writer, error) {
+	signer, pub, err := svc.AuditKey(ctx)
+	if err != nil {
+		return nil, err
+	}
+	file := auditLogPath(dataDir)
+	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
+		return nil, fmt.Errorf("audit log directory: %w", err)
+	}
+	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub})
+	if err := os.WriteFile(auditPublicKeyPath(dataDir), pemBytes, 0o644); err != nil {
+		return nil, fmt.Errorf("audit public key: %w", err)
+	}
+	w, err := audit.Open(audit.Config{File: file, Signer: signer, PublicKey: pub, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("audit log: %w", err)
+	}
+	return w, nil
 }
 
 func (k *kmsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	k.handler.Load().ServeHTTP(w, r)
 }
 
-func (k *kmsServer) close() {
+// close closes the audit log (its final checkpoint is signed in the token),
+// then the token and the store. Only the audit log's error is returned: it is
+// what the parent's verification depends on.
+func (k *kmsServer) close() error {
+	var err error
+	if k.audit != nil {
+		if err = k.audit.Close(); err != nil {
+			err = fmt.Errorf("close audit log: %w", err)
+		}
+		k.audit = nil
+	}
 	if k.tok != nil {
 		k.tok.Close()
 		k.tok = nil
@@ -263,6 +337,7 @@ func (k *kmsServer) close() {
 		k.cleanup[i]()
 	}
 	k.cleanup = nil
+	return err
 }
 
 // profiler is the child's CPU profile, switched on and off by the parent.
@@ -453,10 +528,13 @@ func (p prefixWriter) Write(b []byte) (int, error) {
 }
 
 // kmsChildArgs returns the arguments of the serve-kms child.
-func kmsChildArgs(dataDir string, copies bool, cpuprofile string) []string {
+func kmsChildArgs(dataDir string, copies bool, cpuprofile string, auditOn bool) []string {
 	args := []string{"serve-kms", "-listen", "127.0.0.1:0", "-data-dir", dataDir, "-session-key-copies=" + strconv.FormatBool(copies)}
 	if cpuprofile != "" {
 		args = append(args, "-cpuprofile", cpuprofile)
+	}
+	if auditOn {
+		args = append(args, "-audit")
 	}
 	return args
 }

@@ -24,7 +24,23 @@ type loadResult struct {
 	ops      int64
 	elapsed  time.Duration
 	p50, p99 time.Duration
-	cpu      time.Duration // this process's user+system CPU time during the run
+	cpu      time.Duration   // this process's user+system CPU time during the run
+	lats     []time.Duration // every operation's latency, sorted
+}
+
+// add merges another run of the same operations into r (a phase measured
+// in rounds).
+func (r *loadResult) add(o loadResult) {
+	r.ops += o.ops
+	r.elapsed += o.elapsed
+	r.cpu += o.cpu
+	r.lats = slices.Concat(r.lats, o.lats)
+	slices.Sort(r.lats)
+	r.p50, r.p99 = 0, 0
+	if len(r.lats) > 0 {
+		r.p50 = percentile(r.lats, 0.50)
+		r.p99 = percentile(r.lats, 0.99)
+	}
 }
 
 func (r loadResult) opsPerSec() float64 {
@@ -93,7 +109,7 @@ func drive(ctx context.Context, l load, ops []func(context.Context) error) (load
 	}
 	all := slices.Concat(lats...)
 	slices.Sort(all)
-	r := loadResult{ops: int64(len(all)), elapsed: elapsed, cpu: cpu}
+	r := loadResult{ops: int64(len(all)), elapsed: elapsed, cpu: cpu, lats: all}
 	if len(all) > 0 {
 		r.p50 = percentile(all, 0.50)
 		r.p99 = percentile(all, 0.99)

@@ -9,11 +9,17 @@
 //	                 AWS SDK's KMS client with the same Encrypt request
 //	HTTP Encrypt     the real endpoint (SigV4, service, token) in a server
 //	                 process of its own, same client and request
+//	HTTP Encrypt     the same with the signed audit log on, in a second
+//	(audit on)       server process; measured alternately with the one
+//	                 above (off, on, on, off, in half-phase rounds)
 //
 // each at concurrency 1 and -concurrency, and prints throughput, latency,
-// CPU per operation (client and server) and server memory, and the ratios
-// service/raw and HTTP/null. Every operation must succeed and a sample of
-// the ciphertexts of each layer is decrypted and checked, or the run fails.
+// CPU per operation (client and server) and server memory, the ratios
+// service/raw and HTTP/null, and audit on ÷ off in throughput and server CPU
+// per request against the target (on within 15 % of off). Every operation
+// must succeed, a sample of the ciphertexts of each layer is decrypted and
+// checked, and the audit log must verify with the audit key and hold every
+// request the audited server answered, or the run fails.
 //
 // Usage (make bench runs it):
 //
@@ -22,8 +28,8 @@
 //	             [-client-cpuprofile FILE] [-json FILE]
 //
 // The servers are this executable re-run with a hidden subcommand (see
-// child.go); the KMS server makes its own SoftHSM2 token in a directory of its
-// own, as does the benchmarking process.
+// child.go); each KMS server makes its own SoftHSM2 token in a directory of
+// its own, as does the benchmarking process.
 package main
 
 import (
@@ -69,8 +75,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.Concurrency, "concurrency", defaultOptions.Concurrency, "goroutines of the concurrent phases (the token has 32 sessions)")
 	fs.IntVar(&o.Size, "size", defaultOptions.Size, "plaintext bytes per Encrypt")
 	fs.BoolVar(&o.SessionKeyCopies, "session-key-copies", defaultOptions.SessionKeyCopies, "hsm.Config.SessionKeyCopies, in this process and the server")
-	fs.Int64Var(&o.Requests, "requests", 0, "run the HTTP Encrypt phase at full concurrency for exactly `N` requests instead of -duration (RSS soak)")
-	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write the KMS server's CPU profile of the HTTP Encrypt phase at full concurrency to `FILE`")
+	fs.Int64Var(&o.Requests, "requests", 0, "run the HTTP Encrypt phases (audit off and on) at full concurrency for exactly `N` requests each instead of -duration (RSS soak)")
+	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write the KMS server's (audit off) CPU profile of the HTTP Encrypt phase at full concurrency to `FILE`")
 	clientProfile := fs.String("client-cpuprofile", "", "write this (load-generating) process's CPU profile of the whole run to `FILE`")
 	jsonFile := fs.String("json", "", "also write the results as JSON to `FILE`")
 	if err := fs.Parse(args); err != nil {
@@ -149,13 +155,13 @@ func printReport(w io.Writer, r *report) {
 		h.CPUModel, h.NumCPU, h.GOMAXPROCS, h.GoVersion, h.OSArch, h.SoftHSM)
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "phase            \tconc\tops\tops/s\tp50 µs\tp99 µs\tclient CPU µs/op\tserver CPU µs/req\tserver RSS MiB\t")
+	fmt.Fprintf(tw, "%-23s\tconc\tops\tops/s\tp50 µs\tp99 µs\tclient CPU µs/op\tserver CPU µs/req\tserver RSS MiB\t\n", "phase")
 	for _, p := range r.Phases {
 		server := "-\t-"
 		if p.ServerCPUMicrosPerReq != nil {
 			server = fmt.Sprintf("%.1f\t%.1f", *p.ServerCPUMicrosPerReq, *p.ServerRSSMiB)
 		}
-		fmt.Fprintf(tw, "%-17s\t%d\t%d\t%.0f\t%.1f\t%.1f\t%.1f\t%s\t\n",
+		fmt.Fprintf(tw, "%-23s\t%d\t%d\t%.0f\t%.1f\t%.1f\t%.1f\t%s\t\n",
 			p.Phase, p.Concurrency, p.Ops, p.OpsPerSec, p.P50Micros, p.P99Micros, p.ClientCPUMicrosPerOp, server)
 	}
 	tw.Flush()
@@ -167,16 +173,35 @@ func printReport(w io.Writer, r *report) {
 	}
 	tw.Flush()
 
+	fmt.Fprintf(w, "\naudit on ÷ audit off, HTTP Encrypt (target: on within %.0f %% of off):\n", 100*r.AuditTarget)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, a := range r.Audit {
+		cpu, verdict := "n/a (off server CPU too small to measure)", "outside target"
+		if a.ServerCPURatio != nil {
+			cpu = fmt.Sprintf("%.3f", *a.ServerCPURatio)
+		}
+		if a.WithinTarget {
+			verdict = "within target"
+		}
+		fmt.Fprintf(tw, "  c=%d\tops/s %.3f\tserver CPU µs/req %s\t%s\n", a.Concurrency, a.OpsPerSecRatio, cpu, verdict)
+	}
+	tw.Flush()
+
 	fmt.Fprintln(w)
 	if r.Requests > 0 {
-		if p := r.phase(phaseHTTP, r.Concurrency); p != nil {
-			fmt.Fprintf(w, "soak: HTTP Encrypt c=%d ran %d requests; server RSS %.1f MiB before, %.1f MiB after\n",
-				p.Concurrency, p.Ops, *p.ServerRSSBeforeMiB, *p.ServerRSSMiB)
+		for _, name := range []string{phaseHTTP, phaseHTTPAudit} {
+			if p := r.phase(name, r.Concurrency); p != nil {
+				fmt.Fprintf(w, "soak: %s c=%d ran %d requests; server RSS %.1f MiB before, %.1f MiB after\n",
+					name, p.Concurrency, p.Ops, *p.ServerRSSBeforeMiB, *p.ServerRSSMiB)
+			}
 		}
 	}
 	notes := []string{
 		"server CPU is utime+stime of the server process from /proc (10 ms ticks) over the measured part; client CPU is this process's (getrusage)",
-		fmt.Sprintf("verified: %d sampled ciphertexts (raw, service, HTTP) decrypt to their plaintexts", r.Verified),
+		"HTTP Encrypt audit off and on: two server processes, the same plaintexts; at each level each is warmed up, then measured off, on, on, off in rounds of half the phase; a row sums its two rounds",
+		fmt.Sprintf("verified: %d sampled ciphertexts (raw, service, HTTP, HTTP audit on) decrypt to their plaintexts", r.Verified),
+		fmt.Sprintf("audit log: verified (audit.Verify) after the audited server exited: %d records, one per request it answered, under %d signed checkpoint(s) (key %s), none unsigned",
+			r.AuditLog.Records, r.AuditLog.Checkpoints, r.AuditLog.Key),
 	}
 	if r.NullDeserializationErrors > 0 {
 		notes = append(notes, fmt.Sprintf("HTTP null: the SDK refused the empty {} response %d times; those requests were counted as done (a full round trip)", r.NullDeserializationErrors))
@@ -184,7 +209,7 @@ func printReport(w io.Writer, r *report) {
 		notes = append(notes, "HTTP null: the SDK accepted every empty {} Encrypt response (no errors tolerated)")
 	}
 	if r.CPUProfile != "" {
-		notes = append(notes, "KMS server CPU profile of HTTP Encrypt c="+fmt.Sprint(r.Concurrency)+": "+r.CPUProfile+" (go tool pprof -top "+r.CPUProfile+")")
+		notes = append(notes, "KMS server (audit off) CPU profile of HTTP Encrypt c="+fmt.Sprint(r.Concurrency)+": "+r.CPUProfile+" (go tool pprof -top "+r.CPUProfile+")")
 	}
 	fmt.Fprintln(w, "notes:\n  "+strings.Join(notes, "\n  "))
 }

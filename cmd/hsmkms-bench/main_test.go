@@ -25,8 +25,8 @@ func TestMain(m *testing.M) {
 }
 
 // TestBenchSmoke runs every phase briefly, end to end: the parent's token, the
-// null and KMS server processes, the SDK client, the CPU profile and the
-// request-count mode.
+// null and KMS server processes (audit off and on), the SDK client, the CPU
+// profile, the request-count mode and the audit log's verification.
 func TestBenchSmoke(t *testing.T) {
 	tok := softhsmtest.Token(t) // fails (does not skip) without SoftHSM2
 	dir := t.TempDir()
@@ -52,7 +52,7 @@ func TestBenchSmoke(t *testing.T) {
 	}
 
 	want := map[string]bool{}
-	for _, ph := range []string{phaseRaw, phaseService, phaseNull, phaseHTTP} {
+	for _, ph := range []string{phaseRaw, phaseService, phaseNull, phaseHTTP, phaseHTTPAudit} {
 		for _, c := range []int{1, 2} {
 			want[fmt.Sprint(ph, "/", c)] = true
 		}
@@ -77,8 +77,27 @@ func TestBenchSmoke(t *testing.T) {
 	for k := range want {
 		t.Errorf("phase %s missing", k)
 	}
-	if p := rep.phase(phaseHTTP, 2); p == nil || p.Ops != o.Requests {
-		t.Errorf("HTTP Encrypt c=2 with -requests %d: %+v", o.Requests, p)
+	for _, ph := range []string{phaseHTTP, phaseHTTPAudit} {
+		if p := rep.phase(ph, 2); p == nil || p.Ops != o.Requests {
+			t.Errorf("%s c=2 with -requests %d: %+v", ph, o.Requests, p)
+		}
+	}
+
+	if len(rep.Audit) != 2 {
+		t.Errorf("%d audit comparisons, want 2: %+v", len(rep.Audit), rep.Audit)
+	}
+	for _, a := range rep.Audit {
+		if !positive(a.OpsPerSecRatio) || (a.ServerCPURatio != nil && *a.ServerCPURatio < 0) {
+			t.Errorf("audit on/off c=%d: ops/s %v, server CPU %v", a.Concurrency, a.OpsPerSecRatio, a.ServerCPURatio)
+		}
+	}
+	// Every request to the audited server is in its verified log: CreateKey,
+	// the Encrypts of both levels (warm-up included) and the sample decrypts.
+	if least := 1 + rep.phase(phaseHTTPAudit, 1).Ops + o.Requests; int64(rep.AuditLog.Records) < least {
+		t.Errorf("audit log: %d records, want at least %d", rep.AuditLog.Records, least)
+	}
+	if rep.AuditLog.Checkpoints < 1 {
+		t.Errorf("audit log: no checkpoint: %+v", rep.AuditLog)
 	}
 
 	if len(rep.Ratios) != 6 {
@@ -98,7 +117,7 @@ func TestBenchSmoke(t *testing.T) {
 
 	var out bytes.Buffer
 	printReport(&out, rep)
-	for _, s := range []string{"HTTP Encrypt", "service/raw c=1", "HTTP/null c=2", "soak:"} {
+	for _, s := range []string{"HTTP Encrypt", "HTTP Encrypt (audit on)", "service/raw c=1", "HTTP/null c=2", "soak:", "audit on ÷ audit off", "audit log: verified"} {
 		if !strings.Contains(out.String(), s) {
 			t.Errorf("report lacks %q:\n%s", s, out.String())
 		}
