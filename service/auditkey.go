@@ -3,9 +3,13 @@ package service
 import (
 	"context"
 	"crypto"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 
+	"github.com/hsmkms/hsmkms/audit"
 	"github.com/hsmkms/hsmkms/hsm"
 )
 
@@ -42,4 +46,29 @@ func (s *Service) AuditKey(ctx context.Context) (AuditSigner, []byte, error) {
 		return AuditSigner{}, nil, fmt.Errorf("audit key: %w", err)
 	}
 	return AuditSigner{token: s.token}, pub, nil
+}
+
+// OpenAuditLog opens the audit log cfg describes with the token-resident
+// audit key as its signer (cfg's Signer and PublicKey are set here), creating
+// the log's directory, and writes the key's public key as PEM to
+// publicKeyPath for `hsmkms audit verify`.
+func (s *Service) OpenAuditLog(ctx context.Context, cfg audit.Config, publicKeyPath string) (*audit.Writer, error) {
+	signer, pub, err := s.AuditKey(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.File != "" {
+		if err := os.MkdirAll(filepath.Dir(cfg.File), 0o700); err != nil {
+			return nil, fmt.Errorf("audit log directory: %w", err)
+		}
+	}
+	if err := os.WriteFile(publicKeyPath, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o644); err != nil {
+		return nil, fmt.Errorf("audit public key: %w", err)
+	}
+	cfg.Signer, cfg.PublicKey = signer, pub
+	w, err := audit.Open(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("audit log: %w", err)
+	}
+	return w, nil
 }

@@ -137,15 +137,6 @@ func (s *Service) authorizePolicies(ctx context.Context, caller Caller, k *key, 
 	return errImplicitDeny
 }
 
-// accessError turns an authorizePolicies refusal into the AccessDenied
-// answer.
-func accessError(err error, caller Caller, action, arn string) error {
-	if err == nil {
-		return nil
-	}
-	return accessDenied(caller, action, arn)
-}
-
 // requestContext builds the condition keys of a request on k.
 func (s *Service) requestContext(ctx context.Context, caller Caller, k *key, asGiven string, extra conditions) policy.Context {
 	c := make(policy.Context, 8)

@@ -34,8 +34,7 @@ var (
 		kindEC:   {UsageSignVerify: {"Sign", "Verify", "GetPublicKey"}},
 		kindHMAC: {UsageMAC: {"GenerateMac", "VerifyMac"}},
 	}
-	grantPrincipalPattern = regexp.MustCompile(`^arn:[a-z-]+:(iam::[0-9]{12}:(root|user/[\w+=,.@/-]+|role/[\w+=,.@/-]+)|sts::[0-9]{12}:assumed-role/[\w+=,.@-]+/[\w+=,.@-]+)$`)
-	grantIDPattern        = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	grantIDPattern = regexp.MustCompile(`^[0-9a-f]{64}$`)
 )
 
 // grantOpAllowed reports whether a key of k's type supports a grant operation.
@@ -62,7 +61,7 @@ func (s *Service) openGrantToken(token string) (keyID, grantID string, err error
 	return "", "", Errorf(ExcInvalidGrantToken, "Grant token is invalid.")
 }
 
-func entry(s *Service, k *key, g *store.Grant) GrantListEntry {
+func (s *Service) grantEntry(k *key, g *store.Grant) GrantListEntry {
 	e := GrantListEntry{KeyId: k.arn, GrantId: g.ID, Name: g.Name, CreationDate: Time{g.CreatedAt},
 		GranteePrincipal: g.GranteePrincipal, RetiringPrincipal: g.RetiringPrincipal,
 		IssuingAccount: "arn:" + s.partition + ":iam::" + g.IssuingAccount + ":root", Operations: g.Operations}
@@ -97,7 +96,7 @@ func (s *Service) CreateGrant(ctx context.Context, caller Caller, in CreateGrant
 		return nil, Errorf(ExcValidation, "Operations must not be empty.")
 	}
 	for _, p := range []*string{in.GranteePrincipal, in.RetiringPrincipal} {
-		if p != nil && !grantPrincipalPattern.MatchString(*p) {
+		if p != nil && !policy.IsPrincipalARN(*p) {
 			return nil, Errorf(ExcValidation, "%s is not a valid principal ARN.", *p)
 		}
 	}
@@ -210,8 +209,11 @@ func sameGrant(a, b *store.Grant) bool {
 // operations, the same constraints).
 func (s *Service) authorizeCreateGrant(ctx context.Context, caller Caller, k *key, asGiven string, ops []string, equals, subset map[string]string, conds conditions) error {
 	err := s.authorizePolicies(ctx, caller, k, "kms:CreateGrant", asGiven, conds)
-	if err == nil || errors.Is(err, errExplicitDeny) {
-		return accessError(err, caller, "kms:CreateGrant", k.arn)
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, errExplicitDeny) {
+		return accessDenied(caller, "kms:CreateGrant", k.arn)
 	}
 	for i := range k.rec.Grants {
 		g := &k.rec.Grants[i]
@@ -237,27 +239,10 @@ func (s *Service) granteeIs(caller Caller, g *store.Grant) bool {
 	if g.GranteePrincipal == caller.ARN {
 		return true
 	}
-	if r := roleOfSession(caller.ARN); r != "" && g.GranteePrincipal == r {
+	if r := policy.RoleOf(caller.ARN); r != "" && g.GranteePrincipal == r {
 		return true
 	}
 	return false
-}
-
-// roleOfSession maps arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION to the
-// role's ARN; "" for any other ARN.
-func roleOfSession(arn string) string {
-	rest, ok := strings.CutPrefix(arn, "arn:")
-	if !ok || !strings.Contains(rest, ":sts::") {
-		return ""
-	}
-	partition, rest, _ := strings.Cut(rest, ":sts::")
-	account, rest, _ := strings.Cut(rest, ":")
-	role, ok := strings.CutPrefix(rest, "assumed-role/")
-	if !ok {
-		return ""
-	}
-	name, _, _ := strings.Cut(role, "/")
-	return "arn:" + partition + ":iam::" + account + ":role/" + name
 }
 
 // grantAllows reports whether one of k's grants lets the caller run action
@@ -337,7 +322,7 @@ func (s *Service) ListGrants(ctx context.Context, caller Caller, in ListGrantsIn
 	for i := range k.rec.Grants {
 		g := &k.rec.Grants[i]
 		if (in.GrantId == nil || *in.GrantId == g.ID) && (in.GranteePrincipal == nil || *in.GranteePrincipal == g.GranteePrincipal) {
-			list = append(list, entry(s, k, g))
+			list = append(list, s.grantEntry(k, g))
 		}
 	}
 	return s.pageGrants("grants/"+k.rec.ID, list, in.Limit, in.Marker)
@@ -396,7 +381,7 @@ func (s *Service) ListRetirableGrants(ctx context.Context, caller Caller, in Lis
 		}
 		for i := range k.rec.Grants {
 			if g := &k.rec.Grants[i]; g.RetiringPrincipal == *in.RetiringPrincipal {
-				list = append(list, entry(s, k, g))
+				list = append(list, s.grantEntry(k, g))
 			}
 		}
 	}

@@ -26,7 +26,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -295,23 +294,7 @@ func (k *kmsServer) open(ctx context.Context) error {
 // records is left out, as a measured server is never quiet for a minute),
 // and writes the audit key's public key beside it.
 func openAudit(ctx context.Context, svc *service.Service, dataDir string, log *slog.Logger) (*audit.Writer, error) {
-	signer, pub, err := svc.AuditKey(ctx)
-	if err != nil {
-		return nil, err
-	}
-	file := auditLogPath(dataDir)
-	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
-		return nil, fmt.Errorf("audit log directory: %w", err)
-	}
-	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub})
-	if err := os.WriteFile(auditPublicKeyPath(dataDir), pemBytes, 0o644); err != nil {
-		return nil, fmt.Errorf("audit public key: %w", err)
-	}
-	w, err := audit.Open(audit.Config{File: file, Signer: signer, PublicKey: pub, Logger: log})
-	if err != nil {
-		return nil, fmt.Errorf("audit log: %w", err)
-	}
-	return w, nil
+	return svc.OpenAuditLog(ctx, audit.Config{File: auditLogPath(dataDir), Logger: log}, auditPublicKeyPath(dataDir))
 }
 
 func (k *kmsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -247,25 +246,13 @@ func (o *options) tokenPIN(ctx context.Context) (string, error) {
 // openAudit opens the audit log with the token-resident audit key, and
 // writes the key's public key beside the store for verifiers.
 func (o *options) openAudit(ctx context.Context, svc *service.Service, stdout io.Writer, log *slog.Logger) (*audit.Writer, error) {
-	signer, pub, err := svc.AuditKey(ctx)
-	if err != nil {
-		return nil, err
-	}
-	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub})
-	if err := os.WriteFile(o.auditPublicKeyPath(), pemBytes, 0o644); err != nil {
-		return nil, fmt.Errorf("audit public key: %w", err)
-	}
-	if err := os.MkdirAll(filepath.Dir(o.auditFile), 0o700); err != nil {
-		return nil, fmt.Errorf("audit log directory: %w", err)
-	}
-	cfg := audit.Config{File: o.auditFile, MaxFileSize: o.auditMaxBytes, CheckpointEvery: o.auditCheckpointEvery,
-		Signer: signer, PublicKey: pub, Logger: log}
+	cfg := audit.Config{File: o.auditFile, MaxFileSize: o.auditMaxBytes, CheckpointEvery: o.auditCheckpointEvery, Logger: log}
 	if o.auditStdout {
 		cfg.Out = stdout
 	}
-	w, err := audit.Open(cfg)
+	w, err := svc.OpenAuditLog(ctx, cfg, o.auditPublicKeyPath())
 	if err != nil {
-		return nil, fmt.Errorf("audit log: %w", err)
+		return nil, err
 	}
 	log.Info("audit log open", "file", o.auditFile, "public_key", o.auditPublicKeyPath(), "checkpoint_every", o.auditCheckpointEvery)
 	return w, nil

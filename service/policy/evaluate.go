@@ -279,7 +279,7 @@ func (p principals) match(r *Request) principalMatch {
 	best := noMatch
 	for _, a := range p.aws {
 		switch {
-		case a == r.Principal || a == roleOf(r.Principal):
+		case a == r.Principal || a == RoleOf(r.Principal):
 			return direct
 		case rootAccount(a) == r.Account:
 			if isRoot(r.Principal, r.Account) {
@@ -291,10 +291,10 @@ func (p principals) match(r *Request) principalMatch {
 	return best
 }
 
-// roleOf maps an assumed-role session ARN
+// RoleOf maps an assumed-role session ARN
 // (arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION) to its role's ARN, which
 // is what policies name; any other ARN maps to "".
-func roleOf(principal string) string {
+func RoleOf(principal string) string {
 	rest, ok := strings.CutPrefix(principal, "arn:")
 	if !ok || !strings.Contains(rest, ":sts::") {
 		return ""

@@ -302,6 +302,10 @@ var (
 	principalPattern = regexp.MustCompile(`^arn:[a-z-]+:(iam::[0-9]{12}:(root|user/[\w+=,.@/-]+|role/[\w+=,.@/-]+)|sts::[0-9]{12}:assumed-role/[\w+=,.@-]+/[\w+=,.@-]+)$`)
 )
 
+// IsPrincipalARN reports an AWS principal ARN policies can name: an
+// account's root, a user, a role or an assumed-role session.
+func IsPrincipalARN(s string) bool { return principalPattern.MatchString(s) }
+
 func parsePrincipals(v any) (principals, *Error) {
 	if s, ok := v.(string); ok {
 		if s == "*" {
@@ -327,7 +331,7 @@ func parsePrincipals(v any) (principals, *Error) {
 					p.any = true
 				case accountPattern.MatchString(a):
 					p.aws = append(p.aws, "arn:aws:iam::"+a+":root")
-				case principalPattern.MatchString(a):
+				case IsPrincipalARN(a):
 					p.aws = append(p.aws, a)
 				default:
 					return p, malformed("Policy contains a statement with one or more invalid principals: %q.", a)
