@@ -57,10 +57,13 @@ func encryptionConditions(ec map[string]string, alg *string) conditions {
 	return func(c policy.Context) {
 		// Names are stored lower-case (policy.Context.Set's form), built
 		// directly: this runs on every request whose policies have
-		// conditions.
+		// conditions. Condition key names are case-insensitive but context
+		// keys are not, so keys that differ only in case give one condition
+		// key several values; the policy package reads those safely.
 		keys := make([]string, 0, len(ec))
 		for k, v := range ec {
-			c["kms:encryptioncontext:"+strings.ToLower(k)] = []string{v}
+			name := "kms:encryptioncontext:" + strings.ToLower(k)
+			c[name] = append(c[name], v)
 			keys = append(keys, k)
 		}
 		if len(ec) > 0 {

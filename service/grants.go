@@ -110,10 +110,17 @@ func (s *Service) CreateGrant(ctx context.Context, caller Caller, in CreateGrant
 			if len(m) > 8 {
 				return nil, Errorf(ExcValidation, "A grant constraint has at most 8 encryption context pairs.")
 			}
-			for _, val := range m {
+			folded := make(map[string]bool, len(m))
+			for key, val := range m {
 				if len([]rune(val)) > 384 {
 					return nil, Errorf(ExcValidation, "Grant constraint values are at most 384 characters.")
 				}
+				// Constraint keys are not case-sensitive: two that differ
+				// only in case would be one key with two values.
+				if folded[strings.ToLower(key)] {
+					return nil, Errorf(ExcValidation, "Grant constraint keys are not case-sensitive; %q appears more than once.", strings.ToLower(key))
+				}
+				folded[strings.ToLower(key)] = true
 			}
 		}
 	}
@@ -252,7 +259,7 @@ func (s *Service) grantAllows(caller Caller, k *key, action string, extra condit
 		return false
 	}
 	op := strings.TrimPrefix(action, "kms:")
-	var ec map[string]string
+	var ec map[string][]string
 	for i := range k.rec.Grants {
 		g := &k.rec.Grants[i]
 		if !s.granteeIs(caller, g) || !contains(g.Operations, op) {
@@ -271,24 +278,28 @@ func (s *Service) grantAllows(caller Caller, k *key, action string, extra condit
 	return false
 }
 
-// requestContextOf extracts the encryption context (keys lower-cased) from a
-// request's condition keys.
-func requestContextOf(extra conditions) map[string]string {
+// requestContextOf extracts the encryption context from a request's
+// condition keys: each key lower-cased (grant constraint keys are not
+// case-sensitive), with every value the context gives it — more than one when
+// the context has keys that differ only in case.
+func requestContextOf(extra conditions) map[string][]string {
 	c := policy.Context{}
 	if extra != nil {
 		extra(c)
 	}
-	ec := map[string]string{}
+	ec := map[string][]string{}
 	for name, v := range c {
-		if k, ok := strings.CutPrefix(name, "kms:encryptioncontext:"); ok && len(v) == 1 {
-			ec[k] = v[0]
+		if k, ok := strings.CutPrefix(name, "kms:encryptioncontext:"); ok {
+			ec[k] = v
 		}
 	}
 	return ec
 }
 
-// constraintHolds: keys compare without regard to case, values exactly.
-func constraintHolds(g *store.Grant, ec map[string]string) bool {
+// constraintHolds: keys compare without regard to case, values exactly. A
+// constrained key that the context gives two values (as "tenant" and
+// "TENANT") satisfies no constraint: it cannot be said to equal either.
+func constraintHolds(g *store.Grant, ec map[string][]string) bool {
 	want := g.ContextSubset
 	if g.ContextEquals != nil {
 		want = g.ContextEquals
@@ -297,7 +308,8 @@ func constraintHolds(g *store.Grant, ec map[string]string) bool {
 		}
 	}
 	for k, v := range want {
-		if got, ok := ec[strings.ToLower(k)]; !ok || got != v {
+		got := ec[strings.ToLower(k)]
+		if len(got) != 1 || got[0] != v {
 			return false
 		}
 	}

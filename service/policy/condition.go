@@ -132,8 +132,10 @@ func parseConditions(v any) ([]condition, *Error) {
 }
 
 // eval applies the condition to the request's values for its key (present
-// says whether the key is in the request at all).
-func (c *condition) eval(ctx Context) bool {
+// says whether the key is in the request at all). allow is the effect of the
+// statement it belongs to, which decides how a single-valued key carrying
+// several values is read (see singleValued).
+func (c *condition) eval(ctx Context, allow bool) bool {
 	vals, present := ctx[c.key]
 	if c.null {
 		absent := !present || len(vals) == 0
@@ -152,6 +154,18 @@ func (c *condition) eval(ctx Context) bool {
 			}
 		}
 		return c.op.negated
+	}
+	if len(vals) > 1 && singleValued(c.key) {
+		// A single-valued key with several values is ambiguous: the
+		// reading that protects the key wins, deterministically, whatever
+		// the operator or set qualifier. An Allow holds only if every
+		// value satisfies it; a Deny applies if any value does.
+		for _, v := range vals {
+			if sat(v) != allow {
+				return !allow
+			}
+		}
+		return allow
 	}
 	switch c.set {
 	case forAllValues:
@@ -192,6 +206,15 @@ func (c *condition) eval(ctx Context) bool {
 		}
 	}
 	return false
+}
+
+// singleValued reports whether a condition key (lower-cased) is single-valued
+// by definition yet may reach a policy with several values:
+// kms:EncryptionContext:<key>. Condition key names are case-insensitive, but
+// an encryption context's keys are not, so a context holding "tenant" and
+// "TENANT" gives kms:EncryptionContext:tenant two values.
+func singleValued(key string) bool {
+	return strings.HasPrefix(key, "kms:encryptioncontext:")
 }
 
 func numeric(cmp func(int) bool) func(r, p string) bool {

@@ -250,7 +250,7 @@ func (s *Statement) coversResource(resource string) bool {
 
 func (s *Statement) conditionsHold(ctx Context) bool {
 	for i := range s.Conditions {
-		if !s.Conditions[i].eval(ctx) {
+		if !s.Conditions[i].eval(ctx, s.Allow) {
 			return false
 		}
 	}

@@ -251,3 +251,54 @@ func TestGlob(t *testing.T) {
 		t.Error("case folding")
 	}
 }
+
+// A single-valued condition key with several values (an encryption context
+// with keys that differ only in case) is read the way that protects the key:
+// an Allow's condition must hold for every value, a Deny's for any one. The
+// values' order never matters.
+func TestSingleValuedKeyWithSeveralValues(t *testing.T) {
+	allowIf := func(op, val string) *Policy {
+		return mustParse(t, `{"Statement":[{"Effect":"Allow","Principal":{"AWS":"`+root+`"},"Action":"kms:Encrypt","Resource":"*",
+			"Condition":{"`+op+`":{"kms:EncryptionContext:tenant":`+val+`}}}]}`, KeyPolicy)
+	}
+	denyIf := func(op, val string) *Policy {
+		return mustParse(t, `{"Statement":[{"Effect":"Allow","Principal":{"AWS":"`+root+`"},"Action":"kms:*","Resource":"*"},
+			{"Effect":"Deny","Principal":"*","Action":"kms:Encrypt","Resource":"*",
+			"Condition":{"`+op+`":{"kms:EncryptionContext:tenant":`+val+`}}}]}`, KeyPolicy)
+	}
+	for _, tc := range []struct {
+		name   string
+		policy *Policy
+		values []string
+		want   Decision
+	}{
+		{"allow StringEquals, one value", allowIf("StringEquals", `"A"`), []string{"A"}, Allow},
+		{"allow StringEquals, a second value differs", allowIf("StringEquals", `"A"`), []string{"A", "B"}, ImplicitDeny},
+		{"allow StringEquals, both listed", allowIf("StringEquals", `["A","B"]`), []string{"B", "A"}, Allow},
+		{"allow StringLike, one fails", allowIf("StringLike", `"A*"`), []string{"Ab", "b"}, ImplicitDeny},
+		{"allow ForAnyValue, one fails", allowIf("ForAnyValue:StringEquals", `"A"`), []string{"B", "A"}, ImplicitDeny},
+		{"allow StringNotEquals, one matches", allowIf("StringNotEquals", `"admin"`), []string{"A", "admin"}, ImplicitDeny},
+		{"allow StringNotEquals, none matches", allowIf("StringNotEquals", `"admin"`), []string{"A", "B"}, Allow},
+		{"deny StringNotEquals, one differs", denyIf("StringNotEquals", `"A"`), []string{"A", "admin"}, ExplicitDeny},
+		{"deny StringNotEquals, none differs", denyIf("StringNotEquals", `"A"`), []string{"A", "A"}, Allow},
+		{"deny StringEquals, one matches", denyIf("StringEquals", `"admin"`), []string{"admin", "A"}, ExplicitDeny},
+		{"deny ForAllValues, one matches", denyIf("ForAllValues:StringEquals", `"admin"`), []string{"A", "admin"}, ExplicitDeny},
+	} {
+		for _, vals := range [][]string{tc.values, {tc.values[len(tc.values)-1], tc.values[0]}} {
+			ctx := Context{}
+			ctx.Set("kms:EncryptionContext:tenant", vals...)
+			r := &Request{Principal: root, Account: "111122223333", Action: "kms:Encrypt", Resource: keyARN, Context: ctx}
+			if got := Evaluate(tc.policy, nil, r); got != tc.want {
+				t.Errorf("%s, values %q: %s, want %s", tc.name, vals, got, tc.want)
+			}
+		}
+	}
+	// A multi-valued key keeps IAM's reading: one matching value is enough.
+	p := mustParse(t, `{"Statement":[{"Effect":"Allow","Principal":{"AWS":"`+root+`"},"Action":"kms:Encrypt","Resource":"*",
+		"Condition":{"ForAnyValue:StringEquals":{"kms:EncryptionContextKeys":"tenant"}}}]}`, KeyPolicy)
+	ctx := Context{}
+	ctx.Set("kms:EncryptionContextKeys", "other", "tenant")
+	if got := Evaluate(p, nil, &Request{Principal: root, Account: "111122223333", Action: "kms:Encrypt", Resource: keyARN, Context: ctx}); got != Allow {
+		t.Errorf("ForAnyValue on kms:EncryptionContextKeys: %s, want Allow", got)
+	}
+}
