@@ -66,12 +66,15 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("api: service, credentials and region are required")
 	}
 	s := &Server{
-		svc:      cfg.Service,
-		verifier: &sigv4.Verifier{Region: cfg.Region, Service: "kms", Store: cfg.Credentials, Now: cfg.Now},
-		log:      cfg.Logger,
-		limit:    cfg.BodyLimit,
-		audit:    cfg.Audit,
-		region:   cfg.Region, partition: "aws",
+		svc: cfg.Service,
+		// X-Amz-Target chooses the operation: it must be signed, or a
+		// request signed for DescribeKey could be replayed as another.
+		verifier: &sigv4.Verifier{Region: cfg.Region, Service: "kms", Store: cfg.Credentials, Now: cfg.Now,
+			SignedHeaders: []string{"x-amz-target"}},
+		log:    cfg.Logger,
+		limit:  cfg.BodyLimit,
+		audit:  cfg.Audit,
+		region: cfg.Region, partition: "aws",
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)

@@ -71,6 +71,10 @@ const (
 type Credential struct {
 	AccessKeyID string
 	Secret      []byte
+	// SessionToken is the token that temporary credentials come with; empty
+	// for long-term access keys, which then refuse any request that carries
+	// an X-Amz-Security-Token.
+	SessionToken string
 	// Principal is opaque to this package and handed back to the caller.
 	Principal any
 }
@@ -93,6 +97,12 @@ type Verifier struct {
 	Store   CredentialStore
 	Now     func() time.Time
 	MaxSkew time.Duration
+	// SignedHeaders names headers (lower-case) that a request carrying them
+	// must sign, beyond host: those that choose what the request does, such
+	// as x-amz-target for AWS JSON protocols, so a captured request cannot be
+	// replayed as another operation. (A request without the header cannot
+	// be turned into another by it.)
+	SignedHeaders []string
 
 	mu    sync.RWMutex
 	cache map[string]cachedKey
@@ -180,6 +190,12 @@ func (v *Verifier) Verify(r *http.Request, body []byte) (Credential, error) {
 	if err := parseAuthorization(authHeader, &a); err != nil {
 		return Credential{}, err
 	}
+	for _, name := range v.SignedHeaders {
+		if firstHeader(r.Header, name) != "" && !signs(a.signedHeaders, name) {
+			return Credential{}, newErr(ErrIncompleteSignature,
+				"'%s' must be a 'SignedHeader' in the AWS Authorization.", name)
+		}
+	}
 
 	dateValues := r.Header["X-Amz-Date"]
 	if len(dateValues) == 0 || dateValues[0] == "" {
@@ -247,6 +263,9 @@ func (v *Verifier) Verify(r *http.Request, body []byte) (Credential, error) {
 	if !found {
 		return Credential{}, newErr(ErrUnrecognizedClient, "The security token included in the request is invalid.")
 	}
+	if err := checkSessionToken(r, &a, cred); err != nil {
+		return Credential{}, err
+	}
 
 	// Provided signature: 32 bytes, lower- or upper-case hex.
 	var provided [sha256.Size]byte
@@ -279,6 +298,44 @@ func (v *Verifier) Verify(r *http.Request, body []byte) (Credential, error) {
 		return Credential{}, newErr(ErrInvalidSignature, mismatchMsg)
 	}
 	return cred, nil
+}
+
+// signs reports whether the SignedHeaders list names header name.
+func signs(signedHeaders, name string) bool {
+	for s := signedHeaders; s != ""; {
+		var h string
+		h, s, _ = strings.Cut(s, ";")
+		if strings.EqualFold(h, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkSessionToken accepts a request only if it carries exactly the session
+// token of its credential: none for a long-term access key, or, for
+// temporary credentials, that token, signed. A token that no credential
+// issued is refused as AWS refuses it.
+func checkSessionToken(r *http.Request, a *authorization, cred Credential) error {
+	invalid := newErr(ErrUnrecognizedClient, "The security token included in the request is invalid.")
+	var got []string
+	for k, vs := range r.Header {
+		if strings.EqualFold(k, "X-Amz-Security-Token") {
+			got = append(got, vs...)
+		}
+	}
+	if r.URL != nil && strings.Contains(strings.ToLower(r.URL.RawQuery), "x-amz-security-token") {
+		return invalid // query-string authentication is not supported
+	}
+	switch {
+	case len(got) == 0 && cred.SessionToken == "":
+		return nil
+	case len(got) != 1 || cred.SessionToken == "" || !signs(a.signedHeaders, "x-amz-security-token"):
+		return invalid
+	case !hmac.Equal([]byte(got[0]), []byte(cred.SessionToken)):
+		return invalid
+	}
+	return nil
 }
 
 // parseAuthorization parses

@@ -397,8 +397,17 @@ func verifyCases() []verifyCase {
 		{name: "escaped path", opts: signOpts{url: "http://kms.example.test:8080/a%20b/c~d/%C3%BC"}},
 		{name: "empty body", opts: signOpts{body: " "}},
 		{
-			name: "security token present and signed",
+			// A long-term access key comes with no session token: a token
+			// that no credential issued is refused, signed or not.
+			name: "security token with a long-term access key",
 			opts: signOpts{token: "FQoGZXIvYXdzEXAMPLESESSIONTOKEN"},
+			want: sigv4.ErrUnrecognizedClient,
+			msg:  "The security token included in the request is invalid.",
+		},
+		{
+			name:  "unsigned security token with a long-term access key",
+			after: func(r *http.Request, _ *[]byte) { r.Header.Set("X-Amz-Security-Token", "anything") },
+			want:  sigv4.ErrUnrecognizedClient,
 		},
 		{
 			name: "x-amz-content-sha256 signed and correct",
@@ -783,4 +792,70 @@ func BenchmarkVerifyParallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+// Temporary credentials verify only with their own session token, signed.
+func TestSessionToken(t *testing.T) {
+	t.Parallel()
+	const akid, secret, token = "ASIATEMPORARY", "temporary-secret", "IQoJb3JpZ2luX2VjEXAMPLE"
+	store := newStore()
+	store.mu.Lock()
+	store.creds[akid] = sigv4.Credential{AccessKeyID: akid, Secret: []byte(secret), SessionToken: token, Principal: "temp"}
+	store.mu.Unlock()
+	v := newVerifier(store)
+	for _, tc := range []struct {
+		name  string
+		token string
+		after func(*http.Request)
+		ok    bool
+	}{
+		{name: "its own token, signed", token: token, ok: true},
+		{name: "no token", token: ""},
+		{name: "another token", token: token + "x"},
+		{name: "a prefix of the token", token: token[:10]},
+		{name: "its token, unsigned", after: func(r *http.Request) { r.Header.Set("X-Amz-Security-Token", token) }},
+		{name: "its token twice", token: token, after: func(r *http.Request) { r.Header.Add("X-Amz-Security-Token", token) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, body := signedRequest(t, signOpts{akid: akid, secret: secret, token: tc.token})
+			if tc.after != nil {
+				tc.after(r)
+			}
+			cred, err := v.Verify(r, body)
+			if tc.ok {
+				if err != nil || cred.Principal != "temp" {
+					t.Fatalf("Verify = %+v, %v; want the temporary credential", cred, err)
+				}
+				return
+			}
+			if !errors.Is(err, sigv4.ErrUnrecognizedClient) {
+				t.Fatalf("Verify error = %v, want ErrUnrecognizedClient", err)
+			}
+		})
+	}
+}
+
+// A header that chooses what the request does must be signed: otherwise a
+// request captured within the skew window can be replayed as another
+// operation under the signer's name.
+func TestRequiredSignedHeaders(t *testing.T) {
+	t.Parallel()
+	v := newVerifier(newStore())
+	v.SignedHeaders = []string{"x-amz-target"}
+	// Signed without X-Amz-Target, which is added afterwards, as an
+	// attacker replaying a DescribeKey as ScheduleKeyDeletion would.
+	r, body := signedRequest(t, signOpts{before: func(r *http.Request) { r.Header.Del("X-Amz-Target") }})
+	r.Header.Set("X-Amz-Target", "TrentService.ScheduleKeyDeletion")
+	if _, err := newVerifier(newStore()).Verify(r, body); err != nil {
+		t.Fatalf("without the requirement the replayed request verifies (the defect this guards against): %v", err)
+	}
+	_, err := v.Verify(r, body)
+	if !errors.Is(err, sigv4.ErrIncompleteSignature) || !strings.Contains(err.Error(), "'x-amz-target' must be a 'SignedHeader'") {
+		t.Fatalf("Verify error = %v, want ErrIncompleteSignature naming x-amz-target", err)
+	}
+	// The AWS SDK signs it: such a request verifies.
+	r, body = signedRequest(t, signOpts{})
+	if _, err := v.Verify(r, body); err != nil {
+		t.Fatalf("a request signed by the SDK: %v", err)
+	}
 }
