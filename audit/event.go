@@ -22,6 +22,10 @@ const (
 	EventVersion = "1.08"
 	EventSource  = "kms.amazonaws.com"
 	EventType    = "AwsApiCall"
+	// EventTypeService is the EventType of what the service did on its own:
+	// deleting a key whose waiting period ended, rotating a key on schedule,
+	// the log's own outages and retention.
+	EventTypeService = "AwsServiceEvent"
 )
 
 // Values of UserIdentity.Type.
@@ -32,6 +36,9 @@ const (
 	// IdentityUnknown is for requests whose caller was not authenticated
 	// (bad signature, unknown access key, no credentials).
 	IdentityUnknown = "Unknown"
+	// IdentityService is the service itself, in service events (with
+	// InvokedBy set to EventSource, as CloudTrail shows KMS's own events).
+	IdentityService = "AWSService"
 )
 
 // ResourceTypeKey is the Resource.Type of a KMS key.
@@ -62,14 +69,18 @@ type Event struct {
 	ErrorMessage string `json:"errorMessage,omitempty"`
 	// RequestParameters and ResponseElements hold no secrets (see above).
 	// ResponseElements is nil (JSON null) for failed requests.
-	RequestParameters  map[string]any `json:"requestParameters"`
-	ResponseElements   map[string]any `json:"responseElements"`
-	RequestID          string         `json:"requestID"`
-	EventID            string         `json:"eventID"` // a random UUID v4 if empty
-	ReadOnly           bool           `json:"readOnly"`
-	Resources          []Resource     `json:"resources,omitempty"`
-	EventType          string         `json:"eventType"` // EventType if empty
-	RecipientAccountID string         `json:"recipientAccountId"`
+	RequestParameters map[string]any `json:"requestParameters"`
+	ResponseElements  map[string]any `json:"responseElements"`
+	// AdditionalEventData holds what CloudTrail's fields have no place for:
+	// the phase of a change recorded before it commits (PhaseIntent), the
+	// details of a service event. No secrets either.
+	AdditionalEventData map[string]any `json:"additionalEventData,omitempty"`
+	RequestID           string         `json:"requestID,omitempty"`
+	EventID             string         `json:"eventID"` // a random UUID v4 if empty
+	ReadOnly            bool           `json:"readOnly"`
+	Resources           []Resource     `json:"resources,omitempty"`
+	EventType           string         `json:"eventType"` // EventType if empty
+	RecipientAccountID  string         `json:"recipientAccountId"`
 }
 
 // UserIdentity is the caller as authenticated (or not) by the request.
@@ -79,7 +90,18 @@ type UserIdentity struct {
 	ARN         string `json:"arn,omitempty"`
 	AccountID   string `json:"accountId,omitempty"`
 	AccessKeyID string `json:"accessKeyId,omitempty"`
+	InvokedBy   string `json:"invokedBy,omitempty"`
 }
+
+// Keys and values of AdditionalEventData for a change recorded in two
+// records: the intent, written (and fsynced) before the change commits, and
+// the outcome, which names the intent's eventID. An intent without an
+// outcome is a change whose result was not recorded: it may have happened.
+const (
+	PhaseKey       = "phase"
+	PhaseIntent    = "intent"
+	IntentEventKey = "intentEventId"
+)
 
 // Resource is a KMS key the request named.
 type Resource struct {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -519,5 +520,90 @@ func TestErrReportsAnUnusableLog(t *testing.T) {
 	}
 	if err := w.Err(); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Err after Close = %v, want ErrClosed", err)
+	}
+}
+
+// Retention deletes the oldest rotated files beyond RetainFiles, records each
+// deletion in the log, and never deletes a file that a signed checkpoint does
+// not seal; what remains still verifies, from where it starts.
+func TestRetention(t *testing.T) {
+	t.Parallel()
+	s := newSigner(t)
+	cfg := testConfig(t, s)
+	cfg.MaxFileSize = 2000
+	cfg.RetainFiles = 2
+	w := open(t, cfg)
+	writeN(t, w, 30)
+	files := logFiles(t, cfg.File)
+	if len(files) != 3 {
+		t.Fatalf("files = %v, want 2 rotated files and the current one", files)
+	}
+	rep, err := Verify(files, s.spki)
+	if err != nil || rep.FirstSeq == 1 {
+		t.Fatalf("the retained files: %+v, %v", rep, err)
+	}
+	deletions := 0
+	for _, f := range files {
+		for _, l := range readLines(t, f) {
+			if bytes.Contains(l, []byte(`"eventName":"`+EventFilesDeleted+`"`)) {
+				deletions++
+				if !bytes.Contains(l, []byte(`"deletedFiles":[{"file":"audit.log.`)) {
+					t.Errorf("deletion record %s", l)
+				}
+			}
+		}
+	}
+	if deletions == 0 {
+		t.Error("no record of the deleted files in the retained log")
+	}
+
+	// Break the seal of the oldest retained file: it is kept from now on,
+	// and so is every file after it.
+	oldest := files[0]
+	lines := readLines(t, oldest)
+	last := lines[len(lines)-1]
+	forged := bytes.Replace(last, []byte(`"signature":"`), []byte(`"signature":"AAAA`), 1)
+	lines[len(lines)-1] = forged
+	if err := os.WriteFile(oldest, append(bytes.Join(lines, []byte("\n")), '\n'), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	writeN(t, w, 20)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	after := logFiles(t, cfg.File)
+	if after[0] != oldest || len(after) < 4 {
+		t.Errorf("files after the seal broke = %v; want %s kept, and everything after it", after, oldest)
+	}
+	if _, err := Verify(after[1:], s.spki); err != nil {
+		t.Errorf("the files after the kept one: %v", err)
+	}
+}
+
+// RetainFor deletes rotated files by the age their names give.
+func TestRetentionByAge(t *testing.T) {
+	t.Parallel()
+	s := newSigner(t)
+	clock := &stepClock{now: time.Date(2026, 12, 4, 10, 0, 0, 0, time.UTC)}
+	cfg := testConfig(t, s)
+	cfg.Now = clock.Now
+	cfg.MaxFileSize = 2000
+	cfg.RetainFor = 24 * time.Hour
+	w := open(t, cfg)
+	for range 5 {
+		writeN(t, w, 5)
+		clock.Add(10 * time.Hour)
+	}
+	writeN(t, w, 5)
+	w.Close()
+	for _, f := range logFiles(t, cfg.File)[:len(logFiles(t, cfg.File))-1] {
+		m := rotatedSuffix.FindStringSubmatch(strings.TrimPrefix(f, cfg.File))
+		at, _ := time.Parse("20060102T150405Z", m[1])
+		if clock.Now().Sub(at) > 24*time.Hour+10*time.Hour {
+			t.Errorf("%s kept, rotated %s before the last rotation", f, clock.Now().Sub(at))
+		}
+	}
+	if _, err := Verify(logFiles(t, cfg.File), s.spki); err != nil {
+		t.Error(err)
 	}
 }

@@ -97,15 +97,17 @@ const (
 // ReapDue deletes every key whose deletion date has passed, and finishes
 // any deletion a crash interrupted. It returns how many keys it deleted.
 func (s *Service) ReapDue(ctx context.Context) (int, error) {
-	return s.forDue(ctx, func(r *store.Key, now time.Time) bool {
+	return s.forDue(ctx, "DeleteKey", func(r *store.Key, now time.Time) bool {
 		return r.State == StatePendingDeletion && (r.Destroying || !now.Before(r.DeletionDate))
-	}, func(r store.Key) error { return s.deleteKey(ctx, r.ID) })
+	}, func(ctx context.Context, r store.Key) error { return s.deleteKey(ctx, r.ID) })
 }
 
 // forDue runs do on every key record that due selects at the service's
 // current time, and returns how many succeeded; failures are joined and
-// retried by the next pass.
-func (s *Service) forDue(ctx context.Context, due func(*store.Key, time.Time) bool, do func(store.Key) error) (int, error) {
+// retried by the next pass. Each key's change is recorded first as a service
+// event named event (see RecordServiceEvents): if that record cannot be
+// written, the key is left as it is until a later pass.
+func (s *Service) forDue(ctx context.Context, event string, due func(*store.Key, time.Time) bool, do func(context.Context, store.Key) error) (int, error) {
 	recs, err := s.store.AllKeys(ctx)
 	if err != nil {
 		return 0, err
@@ -117,7 +119,7 @@ func (s *Service) forDue(ctx context.Context, due func(*store.Key, time.Time) bo
 		if !due(&r, now) {
 			continue
 		}
-		if err := do(r); err != nil {
+		if err := do(s.serviceEventGate(ctx, event, &r), r); err != nil {
 			errs = append(errs, fmt.Errorf("key %s: %w", r.ID, err))
 			continue
 		}

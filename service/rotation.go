@@ -208,9 +208,9 @@ func (s *Service) rotate(ctx context.Context, k *key, how string) error {
 // passed. After downtime a key is rotated once, and its next date counts
 // from then.
 func (s *Service) RotateDue(ctx context.Context) (int, error) {
-	return s.forDue(ctx, func(r *store.Key, now time.Time) bool {
+	return s.forDue(ctx, "RotateKey", func(r *store.Key, now time.Time) bool {
 		return r.RotationEnabled && r.State == StateEnabled && !now.Before(nextRotation(r))
-	}, func(r store.Key) error {
+	}, func(ctx context.Context, r store.Key) error {
 		k, err := s.newKey(r)
 		if err != nil {
 			return err

@@ -88,6 +88,7 @@ type Service struct {
 	keys sync.Map // key id -> *key
 
 	markers  markers
+	events   ServiceEventRecorder // nil: background changes are not recorded
 	testHook func(phase, keyID string)
 	rotateMu sync.Mutex // one rotation at a time picks the next version
 }
@@ -106,8 +107,9 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Service{token: cfg.Token, store: cfg.Store, region: cfg.Region, partition: cfg.Partition, now: cfg.Now,
+	s := &Service{token: cfg.Token, region: cfg.Region, partition: cfg.Partition, now: cfg.Now,
 		testHook: cfg.TestHook}
+	s.store = gatedStore{inner: cfg.Store, arn: s.keyARN}
 	key, err := cfg.Store.Setting(context.Background(), "marker-hmac-key", func() ([]byte, error) {
 		return cfg.Token.Random(context.Background(), 32)
 	})

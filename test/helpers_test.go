@@ -102,6 +102,7 @@ var otherIdentity = func() []*policy.Policy {
 type server struct {
 	URL   string
 	Token *hsm.Token
+	API   *api.Server
 	http  *http.Client
 }
 
@@ -168,7 +169,7 @@ func startServerAudited(t testing.TB, principals map[string]service.Caller, audi
 			t.Errorf("close store: %v", err)
 		}
 	})
-	return &server{URL: hs.URL, Token: tok, http: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
+	return &server{URL: hs.URL, Token: tok, API: h, http: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
 }
 
 func reverse(s string) string {

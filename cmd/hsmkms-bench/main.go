@@ -200,7 +200,7 @@ func printReport(w io.Writer, r *report) {
 		"server CPU is utime+stime of the server process from /proc (10 ms ticks) over the measured part; client CPU is this process's (getrusage)",
 		"HTTP Encrypt audit off and on: two server processes, the same plaintexts; at each level each is warmed up, then measured off, on, on, off in rounds of half the phase; a row sums its two rounds",
 		fmt.Sprintf("verified: %d sampled ciphertexts (raw, service, HTTP, HTTP audit on) decrypt to their plaintexts", r.Verified),
-		fmt.Sprintf("audit log: verified (audit.Verify) after the audited server exited: %d records, one per request it answered, under %d signed checkpoint(s) (key %s), none unsigned",
+		fmt.Sprintf("audit log: verified (audit.Verify) after the audited server exited: %d records, one per request it answered (two for its CreateKey: intent and outcome), under %d signed checkpoint(s) (key %s), none unsigned",
 			r.AuditLog.Records, r.AuditLog.Checkpoints, r.AuditLog.Key),
 	}
 	if r.NullDeserializationErrors > 0 {

@@ -82,6 +82,10 @@ type options struct {
 	auditStdout                     bool
 	auditMaxBytes                   int64
 	auditCheckpointEvery            int
+	auditCheckpointInterval         time.Duration
+	auditRetainFiles                int
+	auditRetainAge                  time.Duration
+	auditMinFreeBytes               int64
 	file                            fileConfig
 }
 
@@ -118,6 +122,10 @@ func parseServeFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.auditStdout, "audit-stdout", false, "also write audit records to standard output")
 	fs.Int64Var(&o.auditMaxBytes, "audit-max-bytes", 100<<20, "rotate the audit log file at this size")
 	fs.IntVar(&o.auditCheckpointEvery, "audit-checkpoint-every", 1000, "records between signed audit checkpoints")
+	fs.DurationVar(&o.auditCheckpointInterval, "audit-checkpoint-interval", time.Minute, "sign a checkpoint at least this often when records are unsigned")
+	fs.IntVar(&o.auditRetainFiles, "audit-retain-files", 0, "keep at most this many rotated audit files, deleting the oldest (only files sealed by a signed checkpoint; 0: keep all)")
+	fs.DurationVar(&o.auditRetainAge, "audit-retain-age", 0, "delete rotated audit files rotated longer ago than this (only files sealed by a signed checkpoint; 0: keep all)")
+	fs.Int64Var(&o.auditMinFreeBytes, "audit-min-free-bytes", 1<<20, "/readyz fails when the audit log's filesystem has less free space than this")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}

@@ -99,23 +99,6 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			}
 		}()
 	}
-	if auditLog != nil {
-		// A quiet server still signs what it logged, within a minute.
-		go func() {
-			t := time.NewTicker(time.Minute)
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-					if err := auditLog.Checkpoint(); err != nil && !errors.Is(err, audit.ErrClosed) {
-						log.Error("audit checkpoint", "err", err)
-					}
-				}
-			}
-		}()
-	}
 	live := &api.ReloadableCredentials{}
 	live.Store(creds)
 	apiCfg := api.Config{Service: svc, Credentials: live, Region: o.region, Logger: log}
@@ -125,6 +108,36 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	h, err := api.New(apiCfg)
 	if err != nil {
 		return err
+	}
+	if auditLog != nil {
+		if o.auditCheckpointInterval <= 0 {
+			return fmt.Errorf("--audit-checkpoint-interval must be positive")
+		}
+		// A quiet server still signs what it logged, within a minute, and
+		// reports the records of failed authentication it dropped.
+		go func() {
+			t := time.NewTicker(o.auditCheckpointInterval)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					if err := h.FlushAuditSummaries(); err != nil && !errors.Is(err, audit.ErrClosed) {
+						log.Error("audit: summary of dropped records", "err", err)
+					}
+					if err := auditLog.Checkpoint(); err != nil && !errors.Is(err, audit.ErrClosed) {
+						log.Error("audit checkpoint", "err", err)
+					}
+				}
+			}
+		}()
+		// Before the log closes (deferred earlier, so run later).
+		defer func() {
+			if err := h.FlushAuditSummaries(); err != nil {
+				log.Error("audit: summary of dropped records", "err", err)
+			}
+		}()
 	}
 
 	ln, err := net.Listen("tcp", o.listen)
@@ -151,6 +164,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	if o.reapInterval <= 0 {
 		return fmt.Errorf("--reap-interval must be positive")
+	}
+	if auditLog != nil {
+		svc.RecordServiceEvents(auditLog)
 	}
 	svc.RunScheduledWork(ctx, log) // deadlines that passed while stopped, before any request
 	reapCtx, stopReaper := context.WithCancel(ctx)
@@ -246,7 +262,8 @@ func (o *options) tokenPIN(ctx context.Context) (string, error) {
 // openAudit opens the audit log with the token-resident audit key, and
 // writes the key's public key beside the store for verifiers.
 func (o *options) openAudit(ctx context.Context, svc *service.Service, stdout io.Writer, log *slog.Logger) (*audit.Writer, error) {
-	cfg := audit.Config{File: o.auditFile, MaxFileSize: o.auditMaxBytes, CheckpointEvery: o.auditCheckpointEvery, Logger: log}
+	cfg := audit.Config{File: o.auditFile, MaxFileSize: o.auditMaxBytes, CheckpointEvery: o.auditCheckpointEvery, Logger: log,
+		RetainFiles: o.auditRetainFiles, RetainFor: o.auditRetainAge, MinFreeBytes: o.auditMinFreeBytes}
 	if o.auditStdout {
 		cfg.Out = stdout
 	}

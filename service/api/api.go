@@ -44,8 +44,12 @@ type Config struct {
 	// Now is the clock used for signature dates (default time.Now).
 	Now func() time.Time
 	// Audit, if set, records every request, allowed, denied or failed; a
-	// request whose record cannot be written fails.
+	// request whose record cannot be written fails, and a change is
+	// recorded before it commits (see Auditor).
 	Audit Auditor
+	// AuthFailureRecords bounds the records of failed authentication (the
+	// zero value: DefaultAuthFailureRecords).
+	AuthFailureRecords RecordRate
 }
 
 // Server is the KMS endpoint. It is an http.Handler.
@@ -56,6 +60,7 @@ type Server struct {
 	limit     int64
 	echo      *echo.Echo
 	audit     Auditor
+	authFails *authFailureLimiter
 	region    string
 	partition string
 }
@@ -76,6 +81,7 @@ func New(cfg Config) (*Server, error) {
 		audit:  cfg.Audit,
 		region: cfg.Region, partition: "aws",
 	}
+	s.authFails = newAuthFailureLimiter(cfg.AuthFailureRecords, time.Now)
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -111,12 +117,25 @@ func requestID(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
+// ready answers GET /readyz: 200 when requests can succeed, 503 naming what
+// stands in the way — the token, or an audit log that cannot take records
+// (with the log broken every API request fails, so the server is not ready).
 func (s *Server) ready(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
 	defer cancel()
 	if err := s.svc.Ready(ctx); err != nil {
 		s.log.Warn("readiness check failed", "err", err)
 		return c.String(http.StatusServiceUnavailable, "token unavailable\n")
+	}
+	if s.audit != nil {
+		check := s.audit.Err
+		if r, ok := s.audit.(interface{ Ready() error }); ok {
+			check = r.Ready
+		}
+		if err := check(); err != nil {
+			s.log.Warn("readiness check failed", "err", err)
+			return c.String(http.StatusServiceUnavailable, "audit log unavailable\n")
+		}
 	}
 	return c.String(http.StatusOK, "ok\n")
 }
@@ -144,11 +163,21 @@ func (s *Server) handle(c echo.Context) error {
 	x := exchange{target: c.Request().Header.Get("X-Amz-Target")}
 	err := s.process(c, &x, resp)
 	if s.audit != nil {
-		// The record is written before the response: if it cannot be, the
-		// caller gets KMSInternalException and no result of the request.
-		if aerr := s.audit.Write(s.event(c, &x, err)); aerr != nil {
-			return &service.Error{Code: service.ExcInternal, Message: "An internal error occurred.",
-				Cause: fmt.Errorf("audit record not written, request refused: %w", aerr)}
+		if aerr := s.record(c, &x, err); aerr != nil {
+			if x.intentID == "" || err != nil {
+				// Nothing changed, or the change failed: the caller gets
+				// KMSInternalException and no result of the request.
+				return &service.Error{Code: service.ExcInternal, Message: "An internal error occurred.",
+					Cause: fmt.Errorf("audit record not written, request refused: %w", aerr)}
+			}
+			// The change committed after its intent was recorded (and
+			// fsynced); only its outcome record is missing, and the log
+			// is now broken, so nothing more happens until it recovers.
+			// The caller is told the truth: answering 500 for a change
+			// that happened would make it retry, and create a second key.
+			reqID, _ := c.Get(requestIDKey).(string)
+			s.log.Error("audit: the outcome of a committed change was not recorded; its intent record stands for it",
+				"requestId", reqID, "intentEventId", x.intentID, "target", x.target, "err", aerr)
 		}
 	}
 	if err != nil {
@@ -198,20 +227,24 @@ func (s *Server) process(c echo.Context, x *exchange, resp *bytes.Buffer) error 
 	if !ok {
 		return service.Errorf(service.ExcUnknownOperation, "")
 	}
-	// Do nothing that could not be recorded: with the log known to be
-	// unusable, refuse before the operation runs.
-	if h, ok := s.audit.(interface{ Err() error }); ok {
-		if err := h.Err(); err != nil {
+	ctx := r.Context()
+	var params *map[string]any
+	if s.audit != nil {
+		// Do nothing that could not be recorded: with the log known to be
+		// unusable, refuse before the operation runs.
+		if err := s.audit.Err(); err != nil {
 			return &service.Error{Code: service.ExcInternal, Message: "An internal error occurred.",
 				Cause: fmt.Errorf("audit log unusable, request refused: %w", err)}
 		}
+		// A change is recorded before it commits.
+		ctx = service.WithCommitGate(ctx, s.intentGate(c, x))
+		params = &x.params
 	}
 	in := body.Bytes()
 	if len(bytes.TrimSpace(in)) == 0 {
 		in = []byte("{}")
 	}
-	out, params, err := op.call(r.Context(), s.svc, caller, in, s.audit != nil)
-	x.params = params
+	out, err := op.call(ctx, s.svc, caller, in, params)
 	if err != nil {
 		return err
 	}

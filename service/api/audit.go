@@ -1,10 +1,14 @@
 package api
 
 import (
+	"context"
+	"errors"
 	"net"
 	"reflect"
 	"strings"
 	"sync"
+	"time"
+	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 
@@ -14,19 +18,98 @@ import (
 
 // Auditor records one event per request (audit.Writer). Write returns nil
 // only once the record is written; a request whose record cannot be written
-// fails with KMSInternalException: no key use goes unrecorded.
+// fails with KMSInternalException: no key use goes unrecorded. A change is
+// recorded twice: its intent with WriteDurable before it commits (if that
+// fails, nothing changes), its outcome with Write after. Err says up front
+// whether the log can take records; requests are refused while it cannot.
 type Auditor interface {
 	Write(*audit.Event) error
+	WriteDurable(*audit.Event) error
+	Err() error
 }
 
 // exchange is what one request leaves for its audit record.
 type exchange struct {
-	target string
-	caller *service.Caller
-	akid   string         // from the Authorization header when authentication failed
-	params map[string]any // the request's auditable fields
-	out    any
+	target   string
+	caller   *service.Caller
+	akid     string         // from the Authorization header when authentication failed
+	params   map[string]any // the request's auditable fields
+	out      any
+	intentID string // the eventID of the change's intent record, once written
 }
+
+// Bounds on what a request puts in its record, so that a record's size does
+// not depend on what an unauthenticated client sends.
+const (
+	maxUserAgent    = 512
+	maxErrorMessage = 1024
+	// unknownEventName stands for any X-Amz-Target that names no operation.
+	unknownEventName = "UnknownOperation"
+)
+
+// record writes the audit record of a finished request. Records of failed
+// authentication are rate-limited per source address: one that the limiter
+// drops is not written (and counted, for a later summary record).
+func (s *Server) record(c echo.Context, x *exchange, err error) error {
+	ev := s.event(c, x, err)
+	if x.caller == nil {
+		ok, suppressed, since := s.authFails.allow(ev.SourceIPAddress)
+		if !ok {
+			return nil
+		}
+		if suppressed > 0 {
+			ev.AdditionalEventData = map[string]any{"suppressedAuthFailureRecords": suppressed,
+				"suppressedSince": since.UTC().Format(time.RFC3339)}
+		}
+	}
+	return s.audit.Write(ev)
+}
+
+// intentGate is the commit gate of one request: it writes the intent record
+// of the change the request is about to commit, durably.
+func (s *Server) intentGate(c echo.Context, x *exchange) service.CommitGate {
+	return func(_ context.Context, resources []string) error {
+		ev := s.event(c, x, nil)
+		ev.ResponseElements = nil
+		ev.Resources = nil
+		for _, arn := range resources {
+			if arn != "" {
+				ev.Resources = append(ev.Resources, keyResource(arn))
+			}
+		}
+		ev.AdditionalEventData = map[string]any{audit.PhaseKey: audit.PhaseIntent}
+		if err := s.audit.WriteDurable(ev); err != nil {
+			return err
+		}
+		x.intentID = ev.EventID
+		return nil
+	}
+}
+
+// FlushAuditSummaries writes one record per source address whose records of
+// failed authentication were dropped since the last summary. cmd/hsmkms calls
+// it every minute and at shutdown.
+func (s *Server) FlushAuditSummaries() error {
+	if s.audit == nil {
+		return nil
+	}
+	var errs []error
+	for _, sum := range s.authFails.drain() {
+		ev := &audit.Event{EventName: eventAuthFailuresSuppressed, EventType: audit.EventTypeService, AWSRegion: s.region,
+			UserIdentity:    audit.UserIdentity{Type: audit.IdentityService, InvokedBy: audit.EventSource},
+			SourceIPAddress: sum.source, UserAgent: audit.EventSource,
+			AdditionalEventData: map[string]any{"suppressedAuthFailureRecords": sum.suppressed,
+				"suppressedSince": sum.since.UTC().Format(time.RFC3339)}}
+		if err := s.audit.Write(ev); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// eventAuthFailuresSuppressed names the summary of dropped records of failed
+// authentication from one source address.
+const eventAuthFailuresSuppressed = "AuthFailureRecordsSuppressed"
 
 // auditable are the request fields an audit record may show, as CloudTrail
 // does: names, ids, algorithms, encryption contexts, grant properties. It is
@@ -95,10 +178,16 @@ func auditFields(in any) map[string]any {
 func (s *Server) event(c echo.Context, x *exchange, err error) *audit.Event {
 	r := c.Request()
 	reqID, _ := c.Get(requestIDKey).(string)
-	name := strings.TrimPrefix(x.target, "TrentService.")
+	name := unknownEventName
+	if _, ok := operations[x.target]; ok {
+		name = strings.TrimPrefix(x.target, "TrentService.")
+	}
 	ev := &audit.Event{
-		EventName: name, AWSRegion: s.region, UserAgent: r.UserAgent(), RequestID: reqID,
+		EventName: name, AWSRegion: s.region, UserAgent: clipUTF8(r.UserAgent(), maxUserAgent), RequestID: reqID,
 		ReadOnly: strings.HasPrefix(name, "Describe") || strings.HasPrefix(name, "List") || strings.HasPrefix(name, "Get"),
+	}
+	if x.intentID != "" {
+		ev.AdditionalEventData = map[string]any{audit.IntentEventKey: x.intentID}
 	}
 	if host, _, e := net.SplitHostPort(r.RemoteAddr); e == nil {
 		ev.SourceIPAddress = host
@@ -112,18 +201,33 @@ func (s *Server) event(c echo.Context, x *exchange, err error) *audit.Event {
 	ev.RequestParameters = x.params
 	if err != nil {
 		e := service.AsError(err)
-		ev.ErrorCode, ev.ErrorMessage = e.Code, e.Message
+		ev.ErrorCode, ev.ErrorMessage = e.Code, clipUTF8(e.Message, maxErrorMessage)
 	} else {
 		ev.ResponseElements = responseElements(x.out)
 	}
 	for _, arn := range s.resourceARNs(x) {
-		acct := ""
-		if f := strings.SplitN(arn, ":", 6); len(f) == 6 {
-			acct = f[4]
-		}
-		ev.Resources = append(ev.Resources, audit.Resource{ARN: arn, AccountID: acct, Type: audit.ResourceTypeKey})
+		ev.Resources = append(ev.Resources, keyResource(arn))
 	}
 	return ev
+}
+
+func keyResource(arn string) audit.Resource {
+	acct := ""
+	if f := strings.SplitN(arn, ":", 6); len(f) == 6 {
+		acct = f[4]
+	}
+	return audit.Resource{ARN: arn, AccountID: acct, Type: audit.ResourceTypeKey}
+}
+
+// clipUTF8 cuts s to at most n bytes, on a character boundary.
+func clipUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 func identity(c *service.Caller) audit.UserIdentity {

@@ -7,47 +7,46 @@ import (
 )
 
 // operation is one row of the dispatch table: how to decode the request and
-// which service method runs it. call also returns the request's auditable
-// fields when audit is true.
+// which service method runs it. When params is not nil, call stores the
+// request's auditable fields there before the method runs, so that a record
+// written while it runs (the intent of a change) can show them.
 type operation struct {
-	call func(ctx context.Context, svc *service.Service, caller service.Caller, body []byte, audit bool) (any, map[string]any, error)
+	call func(ctx context.Context, svc *service.Service, caller service.Caller, body []byte, params *map[string]any) (any, error)
 }
 
 // op adapts a typed service method to the table. Inputs that may carry
 // plaintext are zeroed by zero after the call.
 func op[In any, Out any](fn func(*service.Service, context.Context, service.Caller, In) (Out, error), zero func(*In)) operation {
-	return operation{call: func(ctx context.Context, svc *service.Service, caller service.Caller, body []byte, audit bool) (any, map[string]any, error) {
+	return operation{call: func(ctx context.Context, svc *service.Service, caller service.Caller, body []byte, params *map[string]any) (any, error) {
 		var in In
 		if err := decode(body, &in); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		var params map[string]any
-		if audit {
-			params = auditFields(&in)
+		if params != nil {
+			*params = auditFields(&in)
 		}
 		if zero != nil {
 			defer zero(&in)
 		}
 		out, err := fn(svc, ctx, caller, in)
 		if err != nil {
-			return nil, params, err
+			return nil, err
 		}
-		return out, params, nil
+		return out, nil
 	}}
 }
 
 // noOutput adapts a service method that returns only an error.
 func noOutput[In any](fn func(*service.Service, context.Context, service.Caller, In) error) operation {
-	return operation{call: func(ctx context.Context, svc *service.Service, caller service.Caller, body []byte, audit bool) (any, map[string]any, error) {
+	return operation{call: func(ctx context.Context, svc *service.Service, caller service.Caller, body []byte, params *map[string]any) (any, error) {
 		var in In
 		if err := decode(body, &in); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		var params map[string]any
-		if audit {
-			params = auditFields(&in)
+		if params != nil {
+			*params = auditFields(&in)
 		}
-		return nil, params, fn(svc, ctx, caller, in)
+		return nil, fn(svc, ctx, caller, in)
 	}}
 }
 
