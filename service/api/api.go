@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"reflect"
 	"sync"
 	"time"
 
@@ -335,10 +336,16 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 	}
 }
 
-// decode unmarshals a request body into in; malformed JSON, or a value of the
-// wrong type (including bad base64 in a blob field), is SerializationException.
+// decode unmarshals a request body into in. Malformed JSON, a body that a
+// stricter reader could read differently (duplicate or case-variant names,
+// invalid UTF-8, unpaired surrogates: see checkWireJSON), or a value of the
+// wrong type (including bad base64 in a blob field) is SerializationException.
 func decode(body []byte, in any) error {
-	if err := json.Unmarshal(body, in); err != nil {
+	err := checkWireJSON(body, wireShapeOf(reflect.TypeOf(in)))
+	if err == nil {
+		err = json.Unmarshal(body, in)
+	}
+	if err != nil {
 		return &service.Error{Code: service.ExcSerialization, Message: serializationMessage(err), Cause: sanitized(err)}
 	}
 	return nil
@@ -350,7 +357,10 @@ func decode(body []byte, in any) error {
 func sanitized(err error) error {
 	var se *json.SyntaxError
 	var te *json.UnmarshalTypeError
+	var we *wireError
 	switch {
+	case errors.As(err, &we):
+		return we // built without the body's text
 	case errors.As(err, &se):
 		return fmt.Errorf("json syntax error at offset %d", se.Offset)
 	case errors.As(err, &te):
@@ -360,6 +370,10 @@ func sanitized(err error) error {
 }
 
 func serializationMessage(err error) string {
+	var we *wireError
+	if errors.As(err, &we) {
+		return we.message
+	}
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) && te.Field != "" {
 		return "Unexpected value type for field " + te.Field + "."
