@@ -123,10 +123,12 @@ func (t *Token) GenerateECKeyPair(ctx context.Context, r KeyRef, curve Curve) er
 	return t.generatePair(ctx, r, pkcs11.CKM_EC_KEY_PAIR_GEN, pub, priv)
 }
 
+// generatePair makes r's key pair with mech from the final templates of its
+// halves. The public half is stored first (see claimLocked).
 func (t *Token) generatePair(ctx context.Context, r KeyRef, mech uint, pub, priv []*pkcs11.Attribute) error {
 	m := []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}
-	return t.generate(ctx, r, func(s *Session) ([]pkcs11.ObjectHandle, error) {
-		hpub, hpriv, err := t.ctx.GenerateKeyPair(s.h, m, pub, priv)
+	return t.generate(ctx, r, [][]*pkcs11.Attribute{pub, priv}, func(s *Session, tmpls [][]*pkcs11.Attribute) ([]pkcs11.ObjectHandle, error) {
+		hpub, hpriv, err := t.ctx.GenerateKeyPair(s.h, m, tmpls[0], tmpls[1])
 		if err != nil {
 			return nil, translate("C_GenerateKeyPair", err, false)
 		}
@@ -159,14 +161,7 @@ func (t *Token) GenerateHMACKey(ctx context.Context, r KeyRef, size int) error {
 		pkcs11.NewAttribute(pkcs11.CKA_ID, r.ckaID()),
 		pkcs11.NewAttribute(pkcs11.CKA_LABEL, r.Label()),
 	}
-	mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_GENERIC_SECRET_KEY_GEN, nil)}
-	return t.generate(ctx, r, func(s *Session) ([]pkcs11.ObjectHandle, error) {
-		h, err := t.ctx.GenerateKey(s.h, mech, tmpl)
-		if err != nil {
-			return nil, translate("C_GenerateKey", err, false)
-		}
-		return []pkcs11.ObjectHandle{h}, nil
-	})
+	return t.generateKey(ctx, r, pkcs11.CKM_GENERIC_SECRET_KEY_GEN, tmpl)
 }
 
 // publicSize reads the size operations check inputs against from a key-pair

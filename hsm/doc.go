@@ -8,6 +8,10 @@
 // later, crypto11). It must not import any other hsmkms package, echo or HTTP
 // code. Key material never enters Go memory: keys are generated in the token as
 // sensitive, non-extractable objects and are referred to by their handles.
+// Unless the token stores new objects atomically (Config.AtomicObjectCreation),
+// a key is generated as a session object and copied to the token, so that a
+// process killed during creation leaves no half-made, unprotected key object;
+// StrayObjects reports whatever an interrupted creation does leave.
 //
 // Errors are translated from CKR codes once, in errors.go, into the closed set
 // of sentinels declared there (ErrNotFound, ErrInvalidCiphertext, …); callers

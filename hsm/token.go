@@ -38,6 +38,15 @@ type Config struct {
 	// without it are used in place. Meant for SoftHSM2; network HSMs keep
 	// token objects in memory and gain nothing from it.
 	SessionKeyCopies bool
+	// AtomicObjectCreation says the token stores a new token object in one
+	// step, as network HSMs do: keys are then generated as token objects in
+	// place. Off (the default, and what SoftHSM2 needs), each key object is
+	// generated as a session object and copied to the token with
+	// C_CopyObject, because SoftHSM2 writes a generated token object in
+	// many steps and a process killed between them leaves a half-made key
+	// that is not sensitive, may wrap and unwrap, and carries no CKA_ID or
+	// label; a copy is written in one step (see generate in keys.go).
+	AtomicObjectCreation bool
 }
 
 func (c *Config) validate() error {

@@ -18,12 +18,21 @@ type ReconcileReport struct {
 	// Orphans lists token objects that carry a hsmkms key reference but that
 	// no record names (for example after a crash during CreateKey).
 	Orphans []string
+	// Stray lists objects no key reference identifies: what a creation cut
+	// short leaves (an object file the token cannot read, or an incomplete
+	// copy; see hsm.Token.StrayObjects), and key objects other applications
+	// made in the token.
+	Stray []hsm.StrayObject
 }
 
 // Reconcile lists the token's key objects and the store's records and
-// reports the differences.
+// reports the differences, and the objects no key reference identifies.
 func (s *Service) Reconcile(ctx context.Context) (*ReconcileReport, error) {
 	objs, err := s.token.Objects(ctx)
+	if err != nil {
+		return nil, err
+	}
+	stray, err := s.token.StrayObjects(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -39,7 +48,7 @@ func (s *Service) Reconcile(ctx context.Context) (*ReconcileReport, error) {
 			inToken[o.Ref] = true
 		}
 	}
-	rep := &ReconcileReport{Keys: len(recs)}
+	rep := &ReconcileReport{Keys: len(recs), Stray: stray}
 	named := make(map[hsm.KeyRef]bool)
 	for _, r := range recs {
 		raw, err := blob.ParseKeyID(r.ID)
@@ -67,11 +76,16 @@ func (s *Service) Reconcile(ctx context.Context) (*ReconcileReport, error) {
 
 // Log writes the report: one line, plus one per problem.
 func (r *ReconcileReport) Log(log *slog.Logger) {
-	log.Info("store and token reconciled", "keys", r.Keys, "missing", len(r.Missing), "orphans", len(r.Orphans))
+	log.Info("store and token reconciled", "keys", r.Keys, "missing", len(r.Missing), "orphans", len(r.Orphans),
+		"stray", len(r.Stray))
 	for _, m := range r.Missing {
 		log.Error("key material missing from the token", "object", m)
 	}
 	for _, o := range r.Orphans {
 		log.Warn("token object not named by any key record (left in place)", "object", o)
+	}
+	for _, o := range r.Stray {
+		log.Warn("token object no key reference identifies, as an interrupted key creation leaves (left in place)",
+			"object", o.String())
 	}
 }
