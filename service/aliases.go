@@ -206,7 +206,7 @@ func (s *Service) ListAliases(ctx context.Context, caller Caller, in ListAliases
 	if in.KeyId != nil {
 		// ListAliases is governed by identity policies alone, and lists
 		// only the caller's account.
-		k, err := s.lookup(ctx, caller, "keyId", *in.KeyId, idOrARN)
+		k, err := s.lookup(ctx, caller, "keyId", *in.KeyId, idOrARN, "kms:ListAliases")
 		if err != nil {
 			return nil, err
 		}

@@ -117,7 +117,18 @@ func (s *Service) authorize(ctx context.Context, caller Caller, k *key, action, 
 	if err == nil || (errors.Is(err, errImplicitDeny) && s.grantAllows(caller, k, action, c)) {
 		return nil
 	}
-	return accessDenied(caller, action, k.arn)
+	return accessDenied(caller, action, s.shownResource(caller, k, asGiven))
+}
+
+// shownResource is what a refusal names: the key's ARN, except when the
+// caller reached another account's key through an alias, which is all the
+// caller may know of it (an alias that does not exist is refused naming it
+// too; see lookup).
+func (s *Service) shownResource(caller Caller, k *key, asGiven string) string {
+	if k.rec.Account != caller.Account && requestAlias(asGiven) != "" {
+		return asGiven
+	}
+	return k.arn
 }
 
 // authorizePolicies is authorize without grants: nil, errExplicitDeny or

@@ -293,14 +293,14 @@ func (s *Service) decryptAsymmetric(ctx context.Context, k *key, in DecryptInput
 func (s *Service) reEncryptConditions(ctx context.Context, caller Caller, in ReEncryptInput) (from, to conditions) {
 	srcID := ""
 	if in.SourceKeyId != nil {
-		if k, err := s.lookup(ctx, caller, "sourceKeyId", *in.SourceKeyId, idARNOrAlias); err == nil {
+		if k, err := s.lookup(ctx, caller, "sourceKeyId", *in.SourceKeyId, idARNOrAlias, "kms:ReEncryptFrom"); err == nil {
 			srcID = k.rec.ID
 		}
 	} else if b, err := blob.Parse(in.CiphertextBlob); err == nil {
 		srcID = blob.FormatKeyID(b.KeyID)
 	}
 	same := false
-	if k, err := s.lookup(ctx, caller, "destinationKeyId", in.DestinationKeyId, idARNOrAlias); err == nil {
+	if k, err := s.lookup(ctx, caller, "destinationKeyId", in.DestinationKeyId, idARNOrAlias, "kms:ReEncryptTo"); err == nil {
 		same = srcID == k.rec.ID
 	}
 	onSame := func(c policy.Context) { c.Set("kms:ReEncryptOnSameKey", strconv.FormatBool(same)) }

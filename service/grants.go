@@ -141,7 +141,7 @@ func (s *Service) CreateGrant(ctx context.Context, caller Caller, in CreateGrant
 			c.Set("kms:GrantConstraintType", "EncryptionContextSubset")
 		}
 	})
-	k, err := s.lookup(ctx, caller, "keyId", in.KeyId, idOrARN)
+	k, err := s.lookup(ctx, caller, "keyId", in.KeyId, idOrARN, "kms:CreateGrant")
 	if err != nil {
 		return nil, err
 	}
@@ -428,7 +428,7 @@ func (s *Service) RetireGrant(ctx context.Context, caller Caller, in RetireGrant
 		grantID = gid
 	case in.KeyId != nil && in.GrantId != nil:
 		var err error
-		if k, err = s.lookup(ctx, caller, "keyId", *in.KeyId, idOrARN); err != nil {
+		if k, err = s.lookup(ctx, caller, "keyId", *in.KeyId, idOrARN, "kms:RetireGrant"); err != nil {
 			return err
 		}
 		grantID = *in.GrantId
@@ -436,11 +436,17 @@ func (s *Service) RetireGrant(ctx context.Context, caller Caller, in RetireGrant
 		return Errorf(ExcValidation, "Either GrantToken, or KeyId and GrantId, are required.")
 	}
 	g := findGrant(k, grantID)
+	byPolicy := s.authorizePolicies(ctx, caller, k, "kms:RetireGrant", k.rec.ID, nil) == nil
 	if g == nil {
+		// Only a caller the key's policies let retire its grants learns
+		// that a grant id names none: to anyone else, a grant that does
+		// not exist is one they may not retire.
+		if !byPolicy {
+			return accessDenied(caller, "kms:RetireGrant", k.arn)
+		}
 		return Errorf(ExcNotFound, "Grant %s does not exist for %s.", grantID, k.arn)
 	}
-	allowed := caller.ARN == g.RetiringPrincipal || (s.granteeIs(caller, g) && contains(g.Operations, "RetireGrant")) ||
-		s.authorizePolicies(ctx, caller, k, "kms:RetireGrant", k.rec.ID, nil) == nil
+	allowed := caller.ARN == g.RetiringPrincipal || (s.granteeIs(caller, g) && contains(g.Operations, "RetireGrant")) || byPolicy
 	if !allowed {
 		return accessDenied(caller, "kms:RetireGrant", k.arn)
 	}

@@ -205,7 +205,7 @@ const (
 // resolve finds the key a KeyId parameter names and authorizes action on it
 // for caller (with the request's condition keys c, which may be nil).
 func (s *Service) resolve(ctx context.Context, caller Caller, field, keyID string, forms keyIDForms, action string, c conditions) (*key, error) {
-	k, err := s.lookup(ctx, caller, field, keyID, forms)
+	k, err := s.lookup(ctx, caller, field, keyID, forms, action)
 	if err != nil {
 		return nil, err
 	}
@@ -217,8 +217,14 @@ func (s *Service) resolve(ctx context.Context, caller Caller, field, keyID strin
 
 // lookup finds the key a KeyId parameter names, without authorizing
 // anything: a key of another account is returned when named by ARN. Every
-// caller must authorize the result (resolve does).
-func (s *Service) lookup(ctx context.Context, caller Caller, field, keyID string, forms keyIDForms) (*key, error) {
+// caller must authorize the result (resolve does), for action.
+//
+// A key or alias of another account that does not exist is refused as one
+// that exists but the caller may not use: AccessDeniedException naming the
+// ARN the caller gave, so that no one learns from the answer what another
+// account holds. (In the caller's own account the answer is NotFound, as in
+// AWS.)
+func (s *Service) lookup(ctx context.Context, caller Caller, field, keyID string, forms keyIDForms, action string) (*key, error) {
 	if keyID == "" {
 		return nil, Errorf(ExcValidation, "1 validation error detected: Value null at '%s' failed to satisfy constraint: Member must not be null", field)
 	}
@@ -239,7 +245,11 @@ func (s *Service) lookup(ctx context.Context, caller Caller, field, keyID string
 		}
 		switch {
 		case strings.HasPrefix(resource, "alias/") && forms == idARNOrAlias:
-			return s.resolveAlias(ctx, caller, acct, resource, keyID)
+			k, err := s.resolveAlias(ctx, caller, acct, resource, keyID)
+			if err != nil && acct != caller.Account && isNotFound(err) {
+				return nil, accessDenied(caller, action, s.aliasARN(acct, resource))
+			}
+			return k, err
 		case strings.HasPrefix(resource, "key/"):
 			id = strings.TrimPrefix(resource, "key/")
 		default:
@@ -254,18 +264,32 @@ func (s *Service) lookup(ctx context.Context, caller Caller, field, keyID string
 	}
 	if _, err := blob.ParseKeyID(id); err != nil {
 		if isMRKID(id) {
-			return nil, Errorf(ExcNotFound, "Key '%s' does not exist", s.keyARN(account, id))
+			return nil, s.keyNotFound(caller, action, account, id)
 		}
 		return nil, Errorf(ExcNotFound, "Invalid keyId '%s'", keyID)
 	}
 	k, err := s.cached(ctx, id)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && k.rec.Account != account) {
-		return nil, Errorf(ExcNotFound, "Key '%s' does not exist", s.keyARN(account, id))
+		return nil, s.keyNotFound(caller, action, account, id)
 	}
 	if err != nil {
 		return nil, AsError(err)
 	}
 	return k, nil
+}
+
+// keyNotFound is the answer for a key id of account that names no key:
+// NotFound in the caller's account, AccessDenied in another (see lookup).
+func (s *Service) keyNotFound(caller Caller, action, account, id string) *Error {
+	if account != caller.Account {
+		return accessDenied(caller, action, s.keyARN(account, id))
+	}
+	return Errorf(ExcNotFound, "Key '%s' does not exist", s.keyARN(account, id))
+}
+
+func isNotFound(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Code == ExcNotFound
 }
 
 func (s *Service) aliasARN(account, name string) string {

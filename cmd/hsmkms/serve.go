@@ -40,8 +40,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
 
-	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
-		return fmt.Errorf("data dir: %w", err)
+	if err := privateDir(o.dataDir, log); err != nil {
+		return err
 	}
 	pin, err := o.tokenPIN(ctx)
 	if err != nil {
@@ -333,4 +333,28 @@ func (o *options) credentials() (api.StaticCredentials, error) {
 		}
 	}
 	return creds, nil
+}
+
+// privateDir creates dir with mode 0700, or tightens an existing one to it:
+// it holds the metadata store, the audit log and, with --dev, the token, and
+// nobody but the service's own user has any business in it. A directory that
+// cannot be made private stops the start.
+func privateDir(dir string, log *slog.Logger) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	st, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("data dir %s is not a directory", dir)
+	}
+	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+		if err := os.Chmod(dir, perm&0o700); err != nil {
+			return fmt.Errorf("data dir %s has mode %#o and cannot be made private: %w", dir, perm, err)
+		}
+		log.Warn("data dir was readable by others: its mode is now private", "dir", dir, "was", fmt.Sprintf("%#o", perm), "now", fmt.Sprintf("%#o", perm&0o700))
+	}
+	return nil
 }
