@@ -13,6 +13,13 @@
 // process killed during creation leaves no half-made, unprotected key object;
 // StrayObjects reports whatever an interrupted creation does leave.
 //
+// It recovers from token faults without a restart (DESIGN.md, decision 6): a
+// broken session is discarded; a lost login is restored; a failure that may
+// mean the module lost the token's storage is confirmed by a probe and then
+// repaired by re-initialising the module, which logs every Token on it in
+// again; attempts that keep failing are spaced out. Token.Ready checks the
+// token end to end, storage included, for readiness probes.
+//
 // Errors are translated from CKR codes once, in errors.go, into the closed set
 // of sentinels declared there (ErrNotFound, ErrInvalidCiphertext, …); callers
 // use errors.Is and never look at CKR codes or error text.

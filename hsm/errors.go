@@ -123,6 +123,14 @@ func kindOf(code uint, decrypt bool) error {
 	return ErrInternal
 }
 
+// unavailable returns err as an ErrUnavailable: as it is if it is one.
+func unavailable(op string, err error) error {
+	if errors.Is(err, ErrUnavailable) {
+		return err
+	}
+	return &Error{Op: op, Kind: ErrUnavailable, Err: err}
+}
+
 // sessionBroken: the session must be discarded, never reused.
 func sessionBroken(err error) bool {
 	switch ckr(err) {
@@ -135,11 +143,34 @@ func sessionBroken(err error) bool {
 }
 
 // needsRecovery: the login or the module itself is gone; the token must be
-// re-initialised (and logged in again) before any session works.
+// logged in again, or the module re-initialised, before any session works.
 func needsRecovery(err error) bool {
 	switch ckr(err) {
 	case pkcs11.CKR_TOKEN_NOT_PRESENT, pkcs11.CKR_DEVICE_REMOVED, pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED,
-		pkcs11.CKR_USER_NOT_LOGGED_IN, pkcs11.CKR_SESSION_HANDLE_INVALID, pkcs11.CKR_SESSION_CLOSED:
+		pkcs11.CKR_USER_NOT_LOGGED_IN, pkcs11.CKR_SESSION_HANDLE_INVALID, pkcs11.CKR_SESSION_CLOSED,
+		pkcs11.CKR_SLOT_ID_INVALID, pkcs11.CKR_TOKEN_NOT_RECOGNIZED:
+		return true
+	}
+	return false
+}
+
+// storageSuspect: the failure may mean the module lost the token's storage,
+// or may not; a probe of the token decides. SoftHSM2, once it failed to read
+// a token's directory, answers CKR_GENERAL_ERROR to calls that write objects
+// and finds no objects at all, until C_Initialize runs again. Only the kinds
+// ErrNotFound, ErrInternal and ErrUnavailable qualify: a refused ciphertext
+// (SoftHSM2's CKR_GENERAL_ERROR on a failed GCM tag is ErrInvalidCiphertext),
+// signature or input says nothing about the token, and a client sending many
+// must not be able to make the token probed, let alone re-initialised.
+func storageSuspect(err error) bool {
+	if errors.Is(err, ErrNotFound) {
+		return true
+	}
+	if !errors.Is(err, ErrInternal) && !errors.Is(err, ErrUnavailable) {
+		return false
+	}
+	switch ckr(err) {
+	case pkcs11.CKR_GENERAL_ERROR, pkcs11.CKR_FUNCTION_FAILED, pkcs11.CKR_DEVICE_ERROR, pkcs11.CKR_DEVICE_MEMORY:
 		return true
 	}
 	return false

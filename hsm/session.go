@@ -106,7 +106,11 @@ func (s *Session) gcm(decrypt bool, key KeyRef, iv, aad, in []byte) ([]byte, err
 	if err != nil {
 		return nil, err
 	}
-	h := e.use
+	return s.gcmWith(decrypt, e.use, iv, aad, in)
+}
+
+// gcmWith runs one single-part AES-GCM operation on the object h.
+func (s *Session) gcmWith(decrypt bool, h pkcs11.ObjectHandle, iv, aad, in []byte) ([]byte, error) {
 	params := pkcs11.NewGCMParams(iv, aad, GCMTagLen*8)
 	defer params.Free()
 	mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/pkcs11"
@@ -68,20 +69,29 @@ func (c *Config) validate() error {
 // Token is a logged-in PKCS#11 token. It is safe for concurrent use.
 type Token struct {
 	cfg Config
+	mod *module
 
-	// mu is held for reading by every operation and for writing by recover,
-	// so the module is never re-initialised under a running call.
-	mu        sync.RWMutex
-	ctx       *pkcs11.Ctx
+	// mu is the module's lock (module.mu): held for reading by every
+	// operation and for writing by recovery, so the module is never
+	// re-initialised under a running call of this or any other Token.
+	// The fields below it change only under it, held for writing.
+	mu        *sync.RWMutex
+	ctx       *pkcs11.Ctx // nil once closed
 	slot      uint
 	login     pkcs11.SessionHandle // kept open so the login lasts for the process
 	loginMu   sync.Mutex           // serialises use of the login session
 	objectsMu *sync.Mutex          // the module's lock for creating and destroying objects
-	gen       uint64               // bumped by every recovery; sessions and handles carry it
+	gen       uint64               // bumped by every (re)start; failing callers report the one they saw
 	pool      *pool
+	// down says why the Token has no login (its token was not found, the
+	// module failed to initialise, …); nil when it works. Operations fail
+	// at once with ErrUnavailable while it is set, and ask for recovery.
+	down error
 
-	keys keyCache
-	oaep [2]oaepMode // SHA-1, SHA-256: does the token decrypt OAEP natively?
+	keys   keyCache
+	oaep   [2]oaepMode // SHA-1, SHA-256: does the token decrypt OAEP natively?
+	probe  probeState
+	canary canaryState
 }
 
 // Open loads the module, finds the token, logs in and opens the long-lived
@@ -90,27 +100,39 @@ func Open(ctx context.Context, cfg Config) (*Token, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	t := &Token{cfg: cfg}
-	c, objects, err := loadModule(cfg.ModulePath)
+	m, err := loadModule(cfg.ModulePath)
 	if err != nil {
 		return nil, err
 	}
-	t.ctx, t.objectsMu = c, objects
+	t := &Token{cfg: cfg, mod: m, mu: &m.mu, ctx: m.ctx, objectsMu: m.objects, canary: canaryState{mu: make(chan struct{}, 1)}}
+	m.mu.Lock()
 	if err := t.start(); err != nil {
-		releaseModule(cfg.ModulePath)
+		m.mu.Unlock()
+		releaseModule(m)
 		return nil, err
 	}
+	m.tokens[t] = struct{}{}
+	m.mu.Unlock()
 	return t, nil
 }
 
-// start selects the slot and logs in. Called with mu held for writing (or
-// before t is shared).
+// start selects the slot and logs in, with a fresh session pool and handle
+// cache. On failure the Token is left down, with the reason. Called with mu
+// held for writing.
 func (t *Token) start() error {
+	t.gen++
+	t.pool, t.login = nil, 0
+	t.keys.reset()
+	err := t.openLogin()
+	t.down = err
+	return err
+}
+
+func (t *Token) openLogin() error {
 	slot, err := t.findSlot()
 	if err != nil {
 		return err
 	}
-	t.slot = slot
 	sh, err := t.ctx.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
 	if err != nil {
 		return translate("C_OpenSession", err, false)
@@ -119,11 +141,30 @@ func (t *Token) start() error {
 		t.ctx.CloseSession(sh)
 		return translate("C_Login", err, false)
 	}
-	t.login = sh
-	t.gen++
+	t.slot, t.login = slot, sh
 	t.pool = newPool(t.cfg.MaxSessions)
-	t.keys.reset()
 	return nil
+}
+
+// stop closes the Token's sessions (its session objects go with them).
+// Called with mu held for writing.
+func (t *Token) stop() {
+	if t.down == nil {
+		t.pool.closeAll(t.ctx)
+		t.ctx.CloseSession(t.login) // the session is being dropped; its error says nothing new
+	}
+	t.forget()
+}
+
+// forget drops the Token's sessions and handles without closing them: after
+// C_Finalize their numbers may already name another Token's new ones.
+// Called with mu held for writing.
+func (t *Token) forget() {
+	t.pool, t.login = nil, 0
+	t.keys.reset()
+	if t.down == nil {
+		t.down = &Error{Op: "session", Kind: ErrUnavailable, Err: errors.New("token is being recovered")}
+	}
 }
 
 func (t *Token) findSlot() (uint, error) {
@@ -159,20 +200,39 @@ func (t *Token) findSlot() (uint, error) {
 // Close closes every session (which logs out) and unloads the module.
 func (t *Token) Close() error {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	if t.ctx == nil {
+		t.mu.Unlock()
 		return nil
 	}
-	t.pool.closeAll(t.ctx)
-	t.ctx.CloseSession(t.login) // the last session of this Token: logs out
+	t.stop() // the last sessions of this Token: logs out
+	delete(t.mod.tokens, t)
 	t.ctx = nil
-	return releaseModule(t.cfg.ModulePath)
+	t.mu.Unlock()
+	return releaseModule(t.mod)
 }
 
-// recover re-establishes the login after the token reported that it, the
-// login or the module went away. gen is the generation the failing caller saw;
-// if another caller already recovered, this does nothing.
+// recover repairs the Token after an operation failed in a way that says the
+// session, the login or the module's view of the token went bad. gen is the
+// generation the failing caller saw; if the Token was restarted since, there
+// is nothing to do and the caller retries. Otherwise recover looks before it
+// acts: a healthy login and readable token storage mean only the failing
+// session was bad (already discarded); a lost login is restored; anything
+// worse re-initialises the module. Attempts that fail are spaced out by the
+// module's retry gate, and while it is shut recover fails at once.
 func (t *Token) recover(gen uint64) error {
+	t.mu.RLock()
+	closed, moved := t.ctx == nil, t.gen != gen
+	t.mu.RUnlock()
+	switch {
+	case closed:
+		return &Error{Op: "recover", Kind: ErrUnavailable, Err: errors.New("token closed")}
+	case moved:
+		return nil
+	}
+	m := t.mod
+	if m.gate.shut(time.Now()) {
+		return t.waitForRetry()
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.ctx == nil {
@@ -181,19 +241,53 @@ func (t *Token) recover(gen uint64) error {
 	if t.gen != gen {
 		return nil
 	}
-	// Is the login still good? Then only the failing session was bad.
-	if info, err := t.ctx.GetSessionInfo(t.login); err == nil &&
-		(info.State == pkcs11.CKS_RW_USER_FUNCTIONS || info.State == pkcs11.CKS_RO_USER_FUNCTIONS) {
+	now := time.Now()
+	if m.gate.shut(now) {
+		return t.waitForRetry()
+	}
+	if t.down == nil {
+		loggedIn := t.loggedIn()
+		storage := t.probeStorage()
+		switch {
+		case loggedIn && storage == nil:
+			return nil
+		case storage == nil:
+			t.stop()
+			if t.start() == nil {
+				m.gate.succeeded()
+				return nil
+			}
+		}
+	} else if m.initialised && t.start() == nil && t.probeStorage() == nil {
+		m.gate.succeeded()
 		return nil
 	}
-	t.pool.closeAll(t.ctx)
-	t.ctx.CloseSession(t.login)
-	if _, err := t.ctx.GetSlotList(true); ckr(err) == pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED {
-		if err := reinitModule(t.ctx); err != nil {
-			return err
+	m.reinit()
+	if t.down == nil {
+		if err := t.probeStorage(); err != nil {
+			t.stop()
+			t.gen++
+			t.down = err
 		}
 	}
-	return t.start()
+	if t.down != nil {
+		m.gate.failed(now)
+		return unavailable("recover", t.down)
+	}
+	m.gate.succeeded()
+	return nil
+}
+
+// waitForRetry is the error of a recovery that may not run yet.
+func (t *Token) waitForRetry() error {
+	return &Error{Op: "recover", Kind: ErrUnavailable,
+		Err: fmt.Errorf("token unavailable; next recovery attempt in %v", time.Until(time.Unix(0, t.mod.gate.next.Load())).Round(time.Millisecond))}
+}
+
+// loggedIn reports whether the login session is open and logged in.
+func (t *Token) loggedIn() bool {
+	info, err := t.ctx.GetSessionInfo(t.login)
+	return err == nil && (info.State == pkcs11.CKS_RW_USER_FUNCTIONS || info.State == pkcs11.CKS_RO_USER_FUNCTIONS)
 }
 
 // Random returns n bytes from the token's random number generator.
@@ -222,18 +316,32 @@ func (t *Token) Ping(ctx context.Context) error {
 
 // Do runs fn on a session from the pool. It waits for a free session until
 // ctx's deadline (or the configured wait timeout). If fn fails because the
-// session, a cached handle or the login went stale, Do repairs that and runs
-// fn once more on a fresh session; fn must therefore be safe to repeat.
+// session, a cached handle, the login or the module's view of the token went
+// stale, Do repairs that and runs fn again on a fresh session; fn must
+// therefore be safe to repeat. A failure that might only mean the token's
+// storage is gone (CKR_GENERAL_ERROR outside a decryption, an object not
+// found) is confirmed by a probe of the token before anything is repaired; a
+// refused ciphertext, signature or input never leads to either.
 func (t *Token) Do(ctx context.Context, fn func(*Session) error) error {
 	var err error
-	for attempt := 0; attempt < 2; attempt++ {
+	// A stale handle, then an object not found because the token's storage
+	// is gone, then success after recovery: three runs at most.
+	for attempt := 0; attempt < 3; attempt++ {
 		var gen uint64
-		var retry bool
-		gen, retry, err = t.doOnce(ctx, fn)
-		if err == nil || !retry {
+		var next repair
+		gen, next, err = t.doOnce(ctx, fn)
+		switch next {
+		case repairNone:
 			return err
-		}
-		if needsRecovery(err) {
+		case repairProbe:
+			if t.storageGood(gen) {
+				if sessionBroken(err) {
+					continue // the session was bad, not the token: it is gone, try another
+				}
+				return err
+			}
+			fallthrough
+		case repairRecover:
 			if rerr := t.recover(gen); rerr != nil {
 				return rerr
 			}
@@ -242,31 +350,97 @@ func (t *Token) Do(ctx context.Context, fn func(*Session) error) error {
 	return err
 }
 
-func (t *Token) doOnce(ctx context.Context, fn func(*Session) error) (gen uint64, retry bool, err error) {
+// repair says what Do does about a failed run of fn.
+type repair int
+
+const (
+	repairNone    repair = iota // nothing: the error stands
+	repairRetry                 // the session or the cached handles were bad and are gone: run fn again
+	repairProbe                 // the token's storage may be gone: probe it, and recover if it is
+	repairRecover               // the login or the module is gone: recover, then run fn again
+)
+
+func (t *Token) doOnce(ctx context.Context, fn func(*Session) error) (gen uint64, next repair, err error) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	if t.ctx == nil {
-		return 0, false, &Error{Op: "session", Kind: ErrUnavailable, Err: errors.New("token closed")}
+		return 0, repairNone, &Error{Op: "session", Kind: ErrUnavailable, Err: errors.New("token closed")}
 	}
 	gen = t.gen
+	if t.down != nil {
+		return gen, repairRecover, unavailable("session", t.down)
+	}
 	ps, err := t.pool.get(ctx, t.ctx, t.slot, t.cfg.WaitTimeout)
 	if err != nil {
-		return gen, needsRecovery(err), translate("C_OpenSession", err, false)
+		err = translate("C_OpenSession", err, false)
+		if needsRecovery(err) {
+			return gen, repairRecover, err
+		}
+		return gen, repairNone, err
 	}
 	s := &Session{t: t, h: ps.h, p: ps}
 	err = fn(s)
-	raw := err
-	if sessionBroken(raw) {
+	if sessionBroken(err) {
 		t.pool.discard(t.ctx, ps)
 	} else {
 		t.pool.put(ps)
 	}
-	if err == nil {
-		return gen, false, nil
-	}
-	if handleStale(raw) {
+	switch {
+	case err == nil:
+		return gen, repairNone, nil
+	case handleStale(err):
 		t.keys.reset()
-		return gen, true, err
+		return gen, repairRetry, err
+	case needsRecovery(err):
+		return gen, repairRecover, err
+	case storageSuspect(err):
+		return gen, repairProbe, err
+	case sessionBroken(err):
+		return gen, repairRetry, err
 	}
-	return gen, sessionBroken(raw) || needsRecovery(raw), err
+	return gen, repairNone, err
+}
+
+// probeInterval is how long a probe's answer stands: a burst of suspect
+// failures costs the token at most one probe per interval.
+const probeInterval = 500 * time.Millisecond
+
+// probeState remembers the last storage probe.
+type probeState struct {
+	mu    sync.Mutex // one probe at a time
+	at    time.Time
+	gen   uint64
+	good  bool
+	count atomic.Uint64 // probes run, for tests
+}
+
+// storageGood reports whether the token's storage answered a probe, run at
+// most once per probeInterval. false also when the Token was restarted since
+// gen: then recover has nothing to do and the caller simply retries.
+func (t *Token) storageGood(gen uint64) bool {
+	p := &t.probe
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.gen == gen && time.Since(p.at) < probeInterval {
+		return p.good
+	}
+	t.mu.RLock()
+	if t.ctx == nil || t.gen != gen || t.down != nil {
+		t.mu.RUnlock()
+		return false
+	}
+	good := t.probeStorage() == nil
+	t.mu.RUnlock()
+	p.at, p.gen, p.good = time.Now(), gen, good
+	return good
+}
+
+// probeStorage asks the token for something it must read from its storage:
+// its token info. SoftHSM2 re-reads the token's file for it (~80 µs) and
+// fails with CKR_GENERAL_ERROR when the token's directory is gone or was,
+// at any time since C_Initialize, unreadable. Called with mu held.
+func (t *Token) probeStorage() error {
+	t.probe.count.Add(1)
+	_, err := t.ctx.GetTokenInfo(t.slot)
+	return translate("C_GetTokenInfo", err, false)
 }

@@ -123,8 +123,10 @@ func New(cfg Config) (*Service, error) {
 // Region returns the region the service answers for.
 func (s *Service) Region() string { return s.region }
 
-// Ready reports whether the token answers (for /readyz).
-func (s *Service) Ready(ctx context.Context) error { return s.token.Ping(ctx) }
+// Ready reports whether the token works, its storage included (for /readyz).
+// The answer is cached for a couple of seconds; a failed check also drives
+// the token's recovery.
+func (s *Service) Ready(ctx context.Context) error { return s.token.Ready(ctx, readinessRef) }
 
 // key is a store record with the values the request path derives from it.
 type key struct {
