@@ -600,46 +600,83 @@ func (s *Bolt) DeleteGrant(_ context.Context, keyID, grantID string) error {
 	return nil
 }
 
+// grantWalkStep bounds the grants a walk visits under one hold of the read
+// lock: a walk over a large list (50,000 grants of one grantee, or of one
+// retiring principal across keys) must not keep a writer, and through it
+// every reader, waiting.
+const grantWalkStep = 256
+
+// walkGrants walks the list that list returns (looked up again at each
+// step) from after, calling fn under the read lock, in bounded steps.
+func (s *Bolt) walkGrants(list func() *grantList, after uint64, fn func(*Grant) bool) {
+	for over := false; !over; {
+		s.mu.RLock()
+		after, over = list().visit(after, grantWalkStep, fn)
+		s.mu.RUnlock()
+	}
+}
+
+// pageGrants returns up to limit grants of a list that match, after a Seq,
+// and whether more follow.
+func (s *Bolt) pageGrants(list func() *grantList, after uint64, limit int, match func(*Grant) bool) ([]Grant, bool) {
+	out := []Grant{}
+	more := false
+	s.walkGrants(list, after, func(g *Grant) bool {
+		if match != nil && !match(g) {
+			return true
+		}
+		if len(out) >= limit {
+			more = true
+			return false
+		}
+		out = append(out, *g)
+		return true
+	})
+	return out, more
+}
+
+// keyGrantList returns a function that finds one of a key's grant lists
+// (pick) under the read lock.
+func (s *Bolt) keyGrantList(keyID string, pick func(*keyGrants) *grantList) func() *grantList {
+	return func() *grantList {
+		if kg := s.grants.of(keyID); kg != nil {
+			return pick(kg)
+		}
+		return nil
+	}
+}
+
 // ListGrants implements Store.
-func (s *Bolt) ListGrants(_ context.Context, keyID string, f GrantFilter, after uint64, limit int) ([]Grant, bool, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	kg := s.grants.of(keyID)
-	switch {
-	case kg == nil:
-		return []Grant{}, false, nil
-	case f.GrantID != "":
-		g := kg.byID[f.GrantID]
-		if g == nil || g.Seq <= after || (f.Grantee != "" && g.GranteePrincipal != f.Grantee) || limit < 1 {
+func (s *Bolt) ListGrants(ctx context.Context, keyID string, f GrantFilter, after uint64, limit int) ([]Grant, bool, error) {
+	if f.GrantID != "" {
+		g, err := s.GetGrant(ctx, keyID, f.GrantID)
+		if err != nil || g.Seq <= after || (f.Grantee != "" && g.GranteePrincipal != f.Grantee) || limit < 1 {
 			return []Grant{}, false, nil
 		}
-		return []Grant{*g}, false, nil
-	case f.Grantee != "":
-		out, more := kg.byGrantee[f.Grantee].page(after, limit, nil)
-		return out, more, nil
+		return []Grant{g}, false, nil
 	}
-	out, more := kg.all.page(after, limit, nil)
+	pick := func(kg *keyGrants) *grantList { return &kg.all }
+	if f.Grantee != "" {
+		pick = func(kg *keyGrants) *grantList { return kg.byGrantee[f.Grantee] }
+	}
+	out, more := s.pageGrants(s.keyGrantList(keyID, pick), after, limit, nil)
 	return out, more, nil
 }
 
 // ListRetirableGrants implements Store.
 func (s *Bolt) ListRetirableGrants(_ context.Context, account, retiring string, after uint64, limit int) ([]Grant, bool, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	out, more := s.grants.retiring[retiring].page(after, limit, func(g *Grant) bool {
+	out, more := s.pageGrants(func() *grantList { return s.grants.retiring[retiring] }, after, limit, func(g *Grant) bool {
 		k, ok := s.keys[g.KeyID] // gone: a DeleteKey is removing its grants
 		return ok && (account == "" || k.Account == account)
 	})
 	return out, more, nil
 }
 
-// GranteeGrants implements Store.
+// GranteeGrants implements Store. It holds the read lock for a bounded
+// number of grants at a time, so a grantee with thousands of grants on a
+// key delays no writer for long.
 func (s *Bolt) GranteeGrants(_ context.Context, keyID, grantee string, fn func(*Grant) bool) error {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if kg := s.grants.of(keyID); kg != nil {
-		kg.byGrantee[grantee].each(fn)
-	}
+	s.walkGrants(s.keyGrantList(keyID, func(kg *keyGrants) *grantList { return kg.byGrantee[grantee] }), 0, fn)
 	return nil
 }
 

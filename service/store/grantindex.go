@@ -59,39 +59,35 @@ func (l *grantList) size() int {
 	return len(l.slots) - l.holes
 }
 
-// page returns up to limit grants that match (nil: all) with Seq greater
-// than after, in Seq order, and whether more follow.
-func (l *grantList) page(after uint64, limit int, match func(*Grant) bool) ([]Grant, bool) {
-	out := []Grant{}
+// visit calls fn with the grants with Seq greater than after, in Seq
+// order, at most budget of them, until fn returns false. It returns the Seq
+// of the last grant visited and whether the walk is over (fn said stop, or
+// the list ended); if not, the caller resumes after that Seq. A walk in
+// bounded steps lets a caller drop its lock between them.
+func (l *grantList) visit(after uint64, budget int, fn func(*Grant) bool) (last uint64, over bool) {
 	if l == nil {
-		return out, false
+		return after, true
 	}
 	i, found := l.search(after)
 	if found {
 		i++
 	}
+	last = after
 	for ; i < len(l.slots); i++ {
 		g := l.slots[i].g
-		if g == nil || (match != nil && !match(g)) {
+		if g == nil {
 			continue
 		}
-		if len(out) == limit {
-			return out, true
+		if budget == 0 {
+			return last, false
 		}
-		out = append(out, *g)
-	}
-	return out, false
-}
-
-func (l *grantList) each(fn func(*Grant) bool) {
-	if l == nil {
-		return
-	}
-	for _, s := range l.slots {
-		if s.g != nil && !fn(s.g) {
-			return
+		budget--
+		last = g.Seq
+		if !fn(g) {
+			return last, true
 		}
 	}
+	return last, true
 }
 
 // keyGrants are one key's grants, indexed for every way they are looked up.

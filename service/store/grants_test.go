@@ -558,3 +558,58 @@ func TestBoltReadersDoNotWaitForWriters(t *testing.T) {
 		t.Fatalf("the update was lost: %s", got.State)
 	}
 }
+
+// TestBoltGrantWalksInSteps: walks longer than one step of the read lock
+// (a grantee's grants for authorisation, a retiring principal's grants
+// filtered by account) see every grant once, in order, and stop when told.
+func TestBoltGrantWalksInSteps(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openStore(t, filepath.Join(t.TempDir(), "meta.db"))
+	defer s.Close()
+	mine, theirs := newKey("00000000-0000-4000-8000-000000000001", "A"), newKey("00000000-0000-4000-8000-000000000002", "B")
+	s.CreateKey(ctx, mine, 0)
+	s.CreateKey(ctx, theirs, 0)
+	const many = 2*grantWalkStep + 17
+	for i := range many {
+		g := grantOn(theirs.ID, fmt.Sprintf("t%04d", i), "grantee")
+		g.RetiringPrincipal = "retiree"
+		if _, _, err := s.CreateGrant(ctx, g, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var want []string
+	for i := range 3 {
+		g := grantOn(mine.ID, fmt.Sprintf("m%d", i), "grantee")
+		g.RetiringPrincipal = "retiree"
+		s.CreateGrant(ctx, g, 0)
+		want = append(want, g.ID)
+	}
+	seen := map[string]int{}
+	s.GranteeGrants(ctx, theirs.ID, "grantee", func(g *Grant) bool { seen[g.ID]++; return true })
+	if len(seen) != many {
+		t.Fatalf("GranteeGrants visited %d grants, want %d", len(seen), many)
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Fatalf("grant %s visited %d times", id, n)
+		}
+	}
+	calls := 0
+	s.GranteeGrants(ctx, theirs.ID, "grantee", func(*Grant) bool { calls++; return calls < grantWalkStep+5 })
+	if calls != grantWalkStep+5 {
+		t.Fatalf("GranteeGrants made %d calls after fn said stop at %d", calls, grantWalkStep+5)
+	}
+	r, more, _ := s.ListRetirableGrants(ctx, "A", "retiree", 0, 2)
+	if !more || !slices.Equal(ids(r), want[:2]) {
+		t.Fatalf("first page of A's retirable grants behind %d of B's: %v, %v", many, ids(r), more)
+	}
+	r, more, _ = s.ListRetirableGrants(ctx, "A", "retiree", r[1].Seq, 2)
+	if more || !slices.Equal(ids(r), want[2:]) {
+		t.Fatalf("second page: %v, %v", ids(r), more)
+	}
+	all := everyGrant(t, s, theirs.ID, GrantFilter{Grantee: "grantee"}, 100)
+	if len(all) != many || all[0].ID != "t0000" || all[many-1].ID != fmt.Sprintf("t%04d", many-1) {
+		t.Fatalf("ListGrants by grantee: %d grants", len(all))
+	}
+}

@@ -281,11 +281,12 @@ type Store interface {
 	// time proportional to the principal's grants, not to the store's.
 	ListRetirableGrants(ctx context.Context, account, retiring string, after uint64, limit int) ([]Grant, bool, error)
 	// GranteeGrants calls fn with each grant of a key whose grantee is
-	// grantee, in no particular order, until fn returns false; from memory,
-	// without copying the key's grants, and reflecting every grant write
-	// that has returned (a shared store must invalidate what it holds when
-	// another node writes). fn runs under the store's read lock: it must be
-	// quick, must not keep the *Grant, and must not call the store.
+	// grantee, once, in no particular order, until fn returns false; from
+	// memory, without copying the key's grants, and reflecting every grant
+	// write that has returned (a shared store must invalidate what it holds
+	// when another node writes). A write made during the walk may or may not
+	// be seen. fn runs under the store's read lock: it must be quick, must
+	// not keep the *Grant, and must not call the store.
 	GranteeGrants(ctx context.Context, keyID, grantee string, fn func(*Grant) bool) error
 
 	// Setting returns the named service setting, creating it with init (once,
