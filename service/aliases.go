@@ -102,11 +102,13 @@ func (s *Service) CreateAlias(ctx context.Context, caller Caller, in CreateAlias
 	}
 	now := s.now().UTC().Truncate(1e6)
 	err = s.store.CreateAlias(ctx, store.Alias{Name: in.AliasName, Account: caller.Account, TargetKeyID: k.rec.ID,
-		CreatedAt: now, UpdatedAt: now})
-	if errors.Is(err, store.ErrExists) {
+		CreatedAt: now, UpdatedAt: now}, s.limits.AliasesPerKey)
+	switch {
+	case errors.Is(err, store.ErrExists):
 		return Errorf(ExcAlreadyExists, "An alias with the name %s already exists", s.aliasARN(caller.Account, in.AliasName))
-	}
-	if err != nil {
+	case errors.Is(err, store.ErrLimitExceeded):
+		return limitExceeded(err, aliasQuotaMessage)
+	case err != nil:
 		return internal(err)
 	}
 	return nil
@@ -143,15 +145,17 @@ func (s *Service) UpdateAlias(ctx context.Context, caller Caller, in CreateAlias
 		return Errorf(ExcValidation, "Alias %s cannot be changed from a %s %s key to a %s %s key.",
 			s.aliasARN(caller.Account, in.AliasName), cur.rec.KeySpec, cur.rec.KeyUsage, k.rec.KeySpec, k.rec.KeyUsage)
 	}
-	_, err = s.store.UpdateAlias(ctx, caller.Account, in.AliasName, func(a *store.Alias) error {
+	_, err = s.store.UpdateAlias(ctx, caller.Account, in.AliasName, s.limits.AliasesPerKey, func(a *store.Alias) error {
 		a.TargetKeyID = k.rec.ID
 		a.UpdatedAt = s.now().UTC().Truncate(1e6)
 		return nil
 	})
-	if errors.Is(err, store.ErrNotFound) {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
 		return notFound
-	}
-	if err != nil {
+	case errors.Is(err, store.ErrLimitExceeded):
+		return limitExceeded(err, aliasQuotaMessage)
+	case err != nil:
 		return AsError(err)
 	}
 	return nil

@@ -114,7 +114,7 @@ var (
 // key, and nothing about policies or grants.
 func (s *Service) authorize(ctx context.Context, caller Caller, k *key, action, asGiven string, c conditions) error {
 	err := s.authorizePolicies(ctx, caller, k, action, asGiven, c)
-	if err == nil || (errors.Is(err, errImplicitDeny) && s.grantAllows(caller, k, action, c)) {
+	if err == nil || (errors.Is(err, errImplicitDeny) && s.grantAllows(ctx, caller, k, action, c)) {
 		return nil
 	}
 	return accessDenied(caller, action, s.shownResource(caller, k, asGiven))

@@ -66,11 +66,11 @@ func (g gatedStore) keyARN(ctx context.Context, id string) string {
 }
 
 // CreateKey implements store.Store.
-func (g gatedStore) CreateKey(ctx context.Context, k store.Key) error {
+func (g gatedStore) CreateKey(ctx context.Context, k store.Key, keysPerAccount int) error {
 	if err := passGate(ctx, g.arn(k.Account, k.ID)); err != nil {
 		return err
 	}
-	return g.inner.CreateKey(ctx, k)
+	return g.inner.CreateKey(ctx, k, keysPerAccount)
 }
 
 // GetKey implements store.Store.
@@ -100,11 +100,11 @@ func (g gatedStore) DeleteKey(ctx context.Context, id string) error {
 }
 
 // CreateAlias implements store.Store.
-func (g gatedStore) CreateAlias(ctx context.Context, a store.Alias) error {
+func (g gatedStore) CreateAlias(ctx context.Context, a store.Alias, aliasesPerKey int) error {
 	if err := passGate(ctx, g.arn(a.Account, a.TargetKeyID)); err != nil {
 		return err
 	}
-	return g.inner.CreateAlias(ctx, a)
+	return g.inner.CreateAlias(ctx, a, aliasesPerKey)
 }
 
 // GetAlias implements store.Store.
@@ -121,11 +121,11 @@ func (g gatedStore) aliasTarget(ctx context.Context, account, name string) strin
 }
 
 // UpdateAlias implements store.Store.
-func (g gatedStore) UpdateAlias(ctx context.Context, account, name string, fn func(*store.Alias) error) (store.Alias, error) {
+func (g gatedStore) UpdateAlias(ctx context.Context, account, name string, aliasesPerKey int, fn func(*store.Alias) error) (store.Alias, error) {
 	if err := passGate(ctx, g.aliasTarget(ctx, account, name)); err != nil {
 		return store.Alias{}, err
 	}
-	return g.inner.UpdateAlias(ctx, account, name, fn)
+	return g.inner.UpdateAlias(ctx, account, name, aliasesPerKey, fn)
 }
 
 // DeleteAlias implements store.Store.
@@ -139,6 +139,42 @@ func (g gatedStore) DeleteAlias(ctx context.Context, account, name string) error
 // ListAliases implements store.Store.
 func (g gatedStore) ListAliases(ctx context.Context, account, keyID, after string, limit int) ([]store.Alias, bool, error) {
 	return g.inner.ListAliases(ctx, account, keyID, after, limit)
+}
+
+// CreateGrant implements store.Store.
+func (g gatedStore) CreateGrant(ctx context.Context, gr store.Grant, grantsPerKey int) (store.Grant, bool, error) {
+	if err := passGate(ctx, g.keyARN(ctx, gr.KeyID)); err != nil {
+		return store.Grant{}, false, err
+	}
+	return g.inner.CreateGrant(ctx, gr, grantsPerKey)
+}
+
+// GetGrant implements store.Store.
+func (g gatedStore) GetGrant(ctx context.Context, keyID, grantID string) (store.Grant, error) {
+	return g.inner.GetGrant(ctx, keyID, grantID)
+}
+
+// DeleteGrant implements store.Store.
+func (g gatedStore) DeleteGrant(ctx context.Context, keyID, grantID string) error {
+	if err := passGate(ctx, g.keyARN(ctx, keyID)); err != nil {
+		return err
+	}
+	return g.inner.DeleteGrant(ctx, keyID, grantID)
+}
+
+// ListGrants implements store.Store.
+func (g gatedStore) ListGrants(ctx context.Context, keyID string, f store.GrantFilter, after uint64, limit int) ([]store.Grant, bool, error) {
+	return g.inner.ListGrants(ctx, keyID, f, after, limit)
+}
+
+// ListRetirableGrants implements store.Store.
+func (g gatedStore) ListRetirableGrants(ctx context.Context, account, retiring string, after uint64, limit int) ([]store.Grant, bool, error) {
+	return g.inner.ListRetirableGrants(ctx, account, retiring, after, limit)
+}
+
+// GranteeGrants implements store.Store.
+func (g gatedStore) GranteeGrants(ctx context.Context, keyID, grantee string, fn func(*store.Grant) bool) error {
+	return g.inner.GranteeGrants(ctx, keyID, grantee, fn)
 }
 
 // Setting implements store.Store. Settings are made at start, outside any

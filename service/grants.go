@@ -16,9 +16,6 @@ import (
 	"github.com/hsmkms/hsmkms/service/store"
 )
 
-// MaxGrantsPerKey is AWS's quota of grants on one key.
-const MaxGrantsPerKey = 50000
-
 // ExcInvalidGrantID is the exception for a malformed GrantId.
 const ExcInvalidGrantID = "InvalidGrantIdException"
 
@@ -61,8 +58,8 @@ func (s *Service) openGrantToken(token string) (keyID, grantID string, err error
 	return "", "", Errorf(ExcInvalidGrantToken, "Grant token is invalid.")
 }
 
-func (s *Service) grantEntry(k *key, g *store.Grant) GrantListEntry {
-	e := GrantListEntry{KeyId: k.arn, GrantId: g.ID, Name: g.Name, CreationDate: Time{g.CreatedAt},
+func (s *Service) grantEntry(keyARN string, g *store.Grant) GrantListEntry {
+	e := GrantListEntry{KeyId: keyARN, GrantId: g.ID, Name: g.Name, CreationDate: Time{g.CreatedAt},
 		GranteePrincipal: g.GranteePrincipal, RetiringPrincipal: g.RetiringPrincipal,
 		IssuingAccount: "arn:" + s.partition + ":iam::" + g.IssuingAccount + ":root", Operations: g.Operations}
 	if g.ContextEquals != nil || g.ContextSubset != nil {
@@ -162,7 +159,7 @@ func (s *Service) CreateGrant(ctx context.Context, caller Caller, in CreateGrant
 	if in.DryRun {
 		return nil, dryRun()
 	}
-	g := store.Grant{GranteePrincipal: *in.GranteePrincipal, IssuingAccount: caller.Account, Operations: ops,
+	g := store.Grant{KeyID: k.rec.ID, GranteePrincipal: *in.GranteePrincipal, IssuingAccount: caller.Account, Operations: ops,
 		ContextEquals: equals, ContextSubset: subset, CreatedAt: s.now().UTC().Truncate(1e6)}
 	if in.Name != nil {
 		g.Name = *in.Name
@@ -175,40 +172,19 @@ func (s *Service) CreateGrant(ctx context.Context, caller Caller, in CreateGrant
 		return nil, internal(err)
 	}
 	g.ID = hex.EncodeToString(id[:])
-	rec, err := s.store.UpdateKey(ctx, k.rec.ID, func(r *store.Key) error {
-		if g.Name != "" {
-			for _, old := range r.Grants {
-				if old.Name == g.Name && sameGrant(&old, &g) {
-					g.ID = old.ID // a retry: the same grant
-					return errRetry
-				}
-			}
-		}
-		if len(r.Grants) >= MaxGrantsPerKey {
-			return Errorf(ExcLimitExceeded, "The grant quota of %d for %s has been reached.", MaxGrantsPerKey, k.arn)
-		}
-		r.Grants = append(r.Grants, g)
-		return nil
-	})
+	// The store applies the Name retry rule (an existing grant with this
+	// Name and these properties is returned instead) and the quota, in the
+	// transaction that adds the grant.
+	stored, _, err := s.store.CreateGrant(ctx, g, s.limits.GrantsPerKey)
 	switch {
-	case errors.Is(err, errRetry):
+	case errors.Is(err, store.ErrNotFound):
+		return nil, Errorf(ExcNotFound, "Key '%s' does not exist", k.arn)
+	case errors.Is(err, store.ErrLimitExceeded):
+		return nil, limitExceeded(err, grantQuotaMessage)
 	case err != nil:
 		return nil, AsError(err)
-	default:
-		if _, err := s.remember(rec); err != nil {
-			return nil, err
-		}
 	}
-	return &CreateGrantOutput{GrantId: g.ID, GrantToken: s.grantToken(k.rec.ID, g.ID)}, nil
-}
-
-var errRetry = errors.New("the grant exists: a retry")
-
-func sameGrant(a, b *store.Grant) bool {
-	return a.GranteePrincipal == b.GranteePrincipal && a.RetiringPrincipal == b.RetiringPrincipal &&
-		slices.Equal(a.Operations, b.Operations) && maps.Equal(a.ContextEquals, b.ContextEquals) &&
-		maps.Equal(a.ContextSubset, b.ContextSubset) && (a.ContextEquals == nil) == (b.ContextEquals == nil) &&
-		(a.ContextSubset == nil) == (b.ContextSubset == nil)
+	return &CreateGrantOutput{GrantId: stored.ID, GrantToken: s.grantToken(k.rec.ID, stored.ID)}, nil
 }
 
 // authorizeCreateGrant: kms:CreateGrant by the policies; or a grant for
@@ -222,20 +198,19 @@ func (s *Service) authorizeCreateGrant(ctx context.Context, caller Caller, k *ke
 	if errors.Is(err, errExplicitDeny) {
 		return accessDenied(caller, "kms:CreateGrant", k.arn)
 	}
-	for i := range k.rec.Grants {
-		g := &k.rec.Grants[i]
-		if !s.granteeIs(caller, g) || !contains(g.Operations, "CreateGrant") {
-			continue
+	allowed := s.someCallerGrant(ctx, caller, k, func(g *store.Grant) bool {
+		if !contains(g.Operations, "CreateGrant") {
+			return false
 		}
-		narrower := true
 		for _, op := range ops {
 			if !contains(g.Operations, op) {
-				narrower = false
+				return false
 			}
 		}
-		if narrower && maps.Equal(g.ContextEquals, equals) && maps.Equal(g.ContextSubset, subset) {
-			return nil
-		}
+		return maps.Equal(g.ContextEquals, equals) && maps.Equal(g.ContextSubset, subset)
+	})
+	if allowed {
+		return nil
 	}
 	return accessDenied(caller, "kms:CreateGrant", k.arn)
 }
@@ -252,18 +227,37 @@ func (s *Service) granteeIs(caller Caller, g *store.Grant) bool {
 	return false
 }
 
-// grantAllows reports whether one of k's grants lets the caller run action
-// with the request's encryption context (read from the condition keys).
-func (s *Service) grantAllows(caller Caller, k *key, action string, extra conditions) bool {
-	if len(k.rec.Grants) == 0 {
-		return false
+// someCallerGrant reports whether ok holds for one of k's grants whose
+// grantee is the caller (or the role of the caller's assumed-role session).
+// Only those grants are visited, from the store's index, without copying:
+// ok runs under the store's read lock and must not call the store.
+func (s *Service) someCallerGrant(ctx context.Context, caller Caller, k *key, ok func(*store.Grant) bool) bool {
+	found := false
+	visit := func(g *store.Grant) bool {
+		found = ok(g)
+		return !found
 	}
+	for _, grantee := range [2]string{caller.ARN, policy.RoleOf(caller.ARN)} {
+		if grantee == "" {
+			continue
+		}
+		if err := s.store.GranteeGrants(ctx, k.rec.ID, grantee, visit); err != nil || found {
+			return found
+		}
+	}
+	return false
+}
+
+// grantAllows reports whether one of k's grants lets the caller run action
+// with the request's encryption context (read from the condition keys; a
+// request's conditions only set values, so reading them under the store's
+// lock is safe).
+func (s *Service) grantAllows(ctx context.Context, caller Caller, k *key, action string, extra conditions) bool {
 	op := strings.TrimPrefix(action, "kms:")
 	var ec map[string][]string
-	for i := range k.rec.Grants {
-		g := &k.rec.Grants[i]
-		if !s.granteeIs(caller, g) || !contains(g.Operations, op) {
-			continue
+	return s.someCallerGrant(ctx, caller, k, func(g *store.Grant) bool {
+		if !contains(g.Operations, op) {
+			return false
 		}
 		if op == "DescribeKey" || op == "RetireGrant" || (g.ContextEquals == nil && g.ContextSubset == nil) {
 			return true
@@ -271,11 +265,8 @@ func (s *Service) grantAllows(caller Caller, k *key, action string, extra condit
 		if ec == nil {
 			ec = requestContextOf(extra)
 		}
-		if constraintHolds(g, ec) {
-			return true
-		}
-	}
-	return false
+		return constraintHolds(g, ec)
+	})
 }
 
 // requestContextOf extracts the encryption context from a request's
@@ -316,6 +307,15 @@ func constraintHolds(g *store.Grant, ec map[string][]string) bool {
 	return true
 }
 
+// Grant listings page by the grants' creation sequence (store.Grant.Seq), so
+// a marker stays valid however many grants are created or deleted between
+// pages. The marker kinds differ from those of the position-based markers of
+// earlier versions, which are refused rather than misread.
+const (
+	grantsMarker    = "grants-seq/"
+	retirableMarker = "retirable-seq/"
+)
+
 // ListGrants lists a key's grants, oldest first.
 func (s *Service) ListGrants(ctx context.Context, caller Caller, in ListGrantsInput) (*ListGrantsOutput, error) {
 	var v validation
@@ -330,33 +330,47 @@ func (s *Service) ListGrants(ctx context.Context, caller Caller, in ListGrantsIn
 	if err != nil {
 		return nil, err
 	}
-	var list []GrantListEntry
-	for i := range k.rec.Grants {
-		g := &k.rec.Grants[i]
-		if (in.GrantId == nil || *in.GrantId == g.ID) && (in.GranteePrincipal == nil || *in.GranteePrincipal == g.GranteePrincipal) {
-			list = append(list, s.grantEntry(k, g))
-		}
+	var f store.GrantFilter
+	if in.GrantId != nil {
+		f.GrantID = *in.GrantId
 	}
-	return s.pageGrants("grants/"+k.rec.ID, list, in.Limit, in.Marker)
+	if in.GranteePrincipal != nil {
+		f.Grantee = *in.GranteePrincipal
+	}
+	return s.pageGrants(grantsMarker+k.rec.ID, in.Limit, in.Marker, func(after uint64, limit int) ([]store.Grant, bool, error) {
+		return s.store.ListGrants(ctx, k.rec.ID, f, after, limit)
+	}, func(string) string { return k.arn })
 }
 
-func (s *Service) pageGrants(kind string, list []GrantListEntry, limitIn *int32, marker *string) (*ListGrantsOutput, error) {
+// pageGrants runs one page of a grant listing: list returns up to limit
+// grants after a sequence number, and whether more follow; keyARN names a
+// grant's key.
+func (s *Service) pageGrants(kind string, limitIn *int32, marker *string, list func(after uint64, limit int) ([]store.Grant, bool, error),
+	keyARN func(keyID string) string) (*ListGrantsOutput, error) {
 	limit := 50
 	if limitIn != nil {
 		limit = int(*limitIn)
 	}
-	start, err := s.pageStart(kind, marker)
-	if err != nil {
-		return nil, err
+	var after uint64
+	if marker != nil {
+		pos, err := s.markers.open(kind, *marker)
+		if err == nil {
+			after, err = strconv.ParseUint(pos, 10, 64)
+		}
+		if err != nil {
+			return nil, Errorf(ExcInvalidMarker, "Invalid marker")
+		}
 	}
-	start = min(start, len(list))
-	end := min(start+limit, len(list))
-	out := &ListGrantsOutput{Grants: list[start:end], Truncated: end < len(list)}
-	if out.Grants == nil {
-		out.Grants = []GrantListEntry{}
+	grants, more, err := list(after, limit)
+	if err != nil {
+		return nil, internal(err)
+	}
+	out := &ListGrantsOutput{Grants: make([]GrantListEntry, len(grants)), Truncated: more && len(grants) > 0}
+	for i := range grants {
+		out.Grants[i] = s.grantEntry(keyARN(grants[i].KeyID), &grants[i])
 	}
 	if out.Truncated {
-		out.NextMarker = s.markers.seal(kind, strconv.Itoa(end))
+		out.NextMarker = s.markers.seal(kind, strconv.FormatUint(grants[len(grants)-1].Seq, 10))
 	}
 	return out, nil
 }
@@ -377,27 +391,12 @@ func (s *Service) ListRetirableGrants(ctx context.Context, caller Caller, in Lis
 	if err := s.authorizeAccount(caller, "kms:ListRetirableGrants"); err != nil {
 		return nil, err
 	}
-	recs, err := s.store.AllKeys(ctx)
-	if err != nil {
-		return nil, internal(err)
-	}
-	slices.SortFunc(recs, func(a, b store.Key) int { return strings.Compare(a.ID, b.ID) })
-	var list []GrantListEntry
-	for _, rec := range recs {
-		if rec.Account != caller.Account || len(rec.Grants) == 0 {
-			continue
-		}
-		k, err := s.remember(rec)
-		if err != nil {
-			return nil, err
-		}
-		for i := range k.rec.Grants {
-			if g := &k.rec.Grants[i]; g.RetiringPrincipal == *in.RetiringPrincipal {
-				list = append(list, s.grantEntry(k, g))
-			}
-		}
-	}
-	return s.pageGrants("retirable/"+*in.RetiringPrincipal, list, in.Limit, in.Marker)
+	// From the store's index by retiring principal: the cost is that
+	// principal's grants, not every key's.
+	retiring := *in.RetiringPrincipal
+	return s.pageGrants(retirableMarker+retiring, in.Limit, in.Marker, func(after uint64, limit int) ([]store.Grant, bool, error) {
+		return s.store.ListRetirableGrants(ctx, caller.Account, retiring, after, limit)
+	}, func(keyID string) string { return s.keyARN(caller.Account, keyID) })
 }
 
 // RetireGrant deletes a grant, named by its token or by key and grant id. The
@@ -435,17 +434,21 @@ func (s *Service) RetireGrant(ctx context.Context, caller Caller, in RetireGrant
 	default:
 		return Errorf(ExcValidation, "Either GrantToken, or KeyId and GrantId, are required.")
 	}
-	g := findGrant(k, grantID)
 	byPolicy := s.authorizePolicies(ctx, caller, k, "kms:RetireGrant", k.rec.ID, nil) == nil
-	if g == nil {
+	grant, err := s.store.GetGrant(ctx, k.rec.ID, grantID)
+	if err != nil {
 		// Only a caller the key's policies let retire its grants learns
 		// that a grant id names none: to anyone else, a grant that does
 		// not exist is one they may not retire.
 		if !byPolicy {
 			return accessDenied(caller, "kms:RetireGrant", k.arn)
 		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return internal(err)
+		}
 		return Errorf(ExcNotFound, "Grant %s does not exist for %s.", grantID, k.arn)
 	}
+	g := &grant
 	allowed := caller.ARN == g.RetiringPrincipal || (s.granteeIs(caller, g) && contains(g.Operations, "RetireGrant")) || byPolicy
 	if !allowed {
 		return accessDenied(caller, "kms:RetireGrant", k.arn)
@@ -473,7 +476,7 @@ func (s *Service) RevokeGrant(ctx context.Context, caller Caller, in RevokeGrant
 	if !grantIDPattern.MatchString(*in.GrantId) {
 		return Errorf(ExcInvalidGrantID, "Invalid grant ID: %s", *in.GrantId)
 	}
-	if findGrant(k, *in.GrantId) == nil {
+	if _, err := s.store.GetGrant(ctx, k.rec.ID, *in.GrantId); err != nil {
 		return Errorf(ExcNotFound, "Grant %s does not exist for %s.", *in.GrantId, k.arn)
 	}
 	if in.DryRun {
@@ -482,27 +485,13 @@ func (s *Service) RevokeGrant(ctx context.Context, caller Caller, in RevokeGrant
 	return s.deleteGrant(ctx, k, *in.GrantId)
 }
 
-func findGrant(k *key, id string) *store.Grant {
-	for i := range k.rec.Grants {
-		if k.rec.Grants[i].ID == id {
-			return &k.rec.Grants[i]
-		}
+func (s *Service) deleteGrant(ctx context.Context, k *key, id string) error {
+	err := s.store.DeleteGrant(ctx, k.rec.ID, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return Errorf(ExcNotFound, "Grant %s does not exist for %s.", id, k.arn)
+	}
+	if err != nil {
+		return internal(err)
 	}
 	return nil
-}
-
-func (s *Service) deleteGrant(ctx context.Context, k *key, id string) error {
-	rec, err := s.store.UpdateKey(ctx, k.rec.ID, func(r *store.Key) error {
-		i := slices.IndexFunc(r.Grants, func(g store.Grant) bool { return g.ID == id })
-		if i < 0 {
-			return Errorf(ExcNotFound, "Grant %s does not exist for %s.", id, k.arn)
-		}
-		r.Grants = slices.Delete(r.Grants, i, i+1)
-		return nil
-	})
-	if err != nil {
-		return AsError(err)
-	}
-	_, err = s.remember(rec)
-	return err
 }

@@ -145,9 +145,14 @@ func (s *Service) CreateKey(ctx context.Context, caller Caller, in CreateKeyInpu
 	if err := s.generateMaterial(ctx, ref, ks, usage); err != nil {
 		return nil, fromToken(err, "")
 	}
-	if err := s.store.CreateKey(ctx, rec); err != nil {
+	// The quota is the store's to check, in the transaction that adds the
+	// key, so that concurrent CreateKeys cannot pass it together.
+	if err := s.store.CreateKey(ctx, rec, s.limits.KeysPerAccount); err != nil {
 		if derr := s.token.DestroyKey(context.WithoutCancel(ctx), ref); derr != nil {
 			err = errors.Join(err, fmt.Errorf("destroy orphaned material: %w", derr))
+		}
+		if errors.Is(err, store.ErrLimitExceeded) {
+			return nil, limitExceeded(err, keyQuotaMessage)
 		}
 		return nil, internal(err)
 	}

@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -152,25 +153,43 @@ func (s *Service) RotateKeyOnDemand(ctx context.Context, caller Caller, in KeyId
 	if err := rotatable(k, &k.rec); err != nil {
 		return nil, err
 	}
-	onDemand := 0
-	for _, v := range k.rec.Versions {
-		if v.Rotation == RotationOnDemand {
-			onDemand++
-		}
-	}
-	if onDemand >= MaxOnDemandRotations {
-		return nil, Errorf(ExcLimitExceeded, "The on-demand rotations limit has been reached for the given keyId. No more on-demand rotations can be performed for this key: %s", k.arn)
-	}
+	// The quota is checked by rotate, against the store's record: the one
+	// resolved here may be stale by the time this rotation's turn comes.
 	if err := s.rotate(ctx, k, RotationOnDemand); err != nil {
 		return nil, err
 	}
 	return &RotateKeyOnDemandOutput{KeyId: k.arn}, nil
 }
 
+// onDemandRotations counts a record's on-demand rotations.
+func onDemandRotations(r *store.Key) int {
+	n := 0
+	for _, v := range r.Versions {
+		if v.Rotation == RotationOnDemand {
+			n++
+		}
+	}
+	return n
+}
+
+// rotationQuota refuses an on-demand rotation of a record that has had
+// MaxOnDemandRotations already.
+func rotationQuota(arn string, r *store.Key, how string) error {
+	if how == RotationOnDemand && onDemandRotations(r) >= MaxOnDemandRotations {
+		return Errorf(ExcLimitExceeded, "The on-demand rotations limit has been reached for the given keyId. No more on-demand rotations can be performed for this key: %s", arn)
+	}
+	return nil
+}
+
 // rotate adds a version to k. The material is generated first and the
 // record updated second: a crash in between leaves an unreferenced object
 // for the next version number, which reconciliation reports and the next
 // rotation of the key adopts (it was never used).
+//
+// The on-demand quota is checked twice: under the rotation lock against
+// the store's current record, before any material is made (so a refused
+// rotation costs the token nothing), and again in the transaction that
+// records the version, where it is authoritative.
 func (s *Service) rotate(ctx context.Context, k *key, how string) error {
 	s.rotateMu.Lock()
 	defer s.rotateMu.Unlock()
@@ -178,18 +197,28 @@ func (s *Service) rotate(ctx context.Context, k *key, how string) error {
 	if err != nil {
 		return AsError(err)
 	}
+	if err := rotationQuota(k.arn, &cur, how); err != nil {
+		return err
+	}
 	next := cur.Current().Number + 1
-	err = s.token.GenerateAESKey(ctx, k.ref(next))
+	ref := k.ref(next)
+	err = s.token.GenerateAESKey(ctx, ref)
 	if err != nil && !errors.Is(err, hsm.ErrExists) {
 		return fromToken(err, k.arn)
 	}
 	s.hook(PhaseRotated, k.rec.ID)
 	now := s.now().UTC().Truncate(time.Millisecond)
+	moved := false
 	rec, err := s.store.UpdateKey(ctx, k.rec.ID, func(r *store.Key) error {
 		if r.Current().Number+1 != next {
 			// Another node rotated the key meanwhile: AWS's answer to a
-			// rotation already in progress.
+			// rotation already in progress. The object for next is that
+			// rotation's now, and stays.
+			moved = true
 			return Errorf(ExcConflict, "%s: a rotation of this key is already in progress.", k.arn)
+		}
+		if err := rotationQuota(k.arn, r, how); err != nil {
+			return err
 		}
 		r.Versions = append(r.Versions, store.Version{Number: next, CreatedAt: now, Rotation: how})
 		if how == RotationAutomatic {
@@ -198,7 +227,16 @@ func (s *Service) rotate(ctx context.Context, k *key, how string) error {
 		return nil
 	})
 	if err != nil {
-		return AsError(err)
+		e := AsError(err)
+		if !moved {
+			// No record names the object: a refused rotation leaves nothing
+			// behind in the token.
+			if derr := s.token.DestroyKey(context.WithoutCancel(ctx), ref); derr != nil && !errors.Is(derr, hsm.ErrNotFound) {
+				e = &Error{Code: e.Code, Message: e.Message,
+					Cause: errors.Join(e.Cause, fmt.Errorf("destroy the refused rotation's material: %w", derr))}
+			}
+		}
+		return e
 	}
 	_, err = s.remember(rec)
 	return err

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/hsmkms/hsmkms/blob"
 )
 
 func TestRotationKeepsEveryGeneration(t *testing.T) {
@@ -200,5 +202,44 @@ func TestRotationCrash(t *testing.T) {
 	}
 	if dec, err := restarted.Decrypt(ctx, alice, DecryptInput{CiphertextBlob: enc2.CiphertextBlob}); err != nil || string(dec.Plaintext) != "v2" {
 		t.Fatalf("decrypt under the adopted version: %v", err)
+	}
+}
+
+// TestRotateKeyOnDemandConcurrent: 30 concurrent RotateKeyOnDemand calls on
+// a fresh key: exactly 25 rotate it, the others get LimitExceededException,
+// and the refused ones leave no material in the token.
+func TestRotateKeyOnDemandConcurrent(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	md := f.key(t)
+	errs := concurrently(30, func(int) error {
+		_, err := f.svc.RotateKeyOnDemand(ctx, alice, KeyIdInput{KeyId: md.KeyId})
+		return err
+	})
+	want := "The on-demand rotations limit has been reached for the given keyId. No more on-demand rotations can be performed for this key: " + md.Arn
+	if ok := tally(t, errs, want); ok != MaxOnDemandRotations {
+		t.Fatalf("%d of 30 concurrent on-demand rotations succeeded, want %d", ok, MaxOnDemandRotations)
+	}
+	rec, err := f.store.GetKey(ctx, md.KeyId)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.Versions) != 1+MaxOnDemandRotations || onDemandRotations(&rec) != MaxOnDemandRotations {
+		t.Fatalf("the key has %d versions, %d on demand", len(rec.Versions), onDemandRotations(&rec))
+	}
+	raw, _ := blob.ParseKeyID(md.KeyId)
+	objs, err := f.token.Objects(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, o := range objs {
+		if o.Ref.KeyID == raw {
+			n++
+		}
+	}
+	if n != len(rec.Versions) {
+		t.Fatalf("the token holds %d objects of the key, its record %d versions", n, len(rec.Versions))
 	}
 }

@@ -69,6 +69,8 @@ type Config struct {
 	Partition string
 	// Now is the clock (default time.Now); tests inject their own.
 	Now func() time.Time
+	// Limits are the resource quotas (zero fields: AWS's defaults).
+	Limits Limits
 	// TestHook, if set, is called at each phase of a key deletion (Phase*
 	// constants) with the key id. Crash tests stop the process there.
 	TestHook func(phase, keyID string)
@@ -81,6 +83,7 @@ type Service struct {
 	region    string
 	partition string
 	now       func() time.Time
+	limits    Limits
 
 	// keys caches per-key values derived from store records (ARN, raw id,
 	// material ids) so the hot path neither reads the disk nor formats
@@ -107,8 +110,12 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	limits, err := cfg.Limits.resolve()
+	if err != nil {
+		return nil, err
+	}
 	s := &Service{token: cfg.Token, region: cfg.Region, partition: cfg.Partition, now: cfg.Now,
-		testHook: cfg.TestHook}
+		testHook: cfg.TestHook, limits: limits}
 	s.store = gatedStore{inner: cfg.Store, arn: s.keyARN}
 	key, err := cfg.Store.Setting(context.Background(), "marker-hmac-key", func() ([]byte, error) {
 		return cfg.Token.Random(context.Background(), 32)

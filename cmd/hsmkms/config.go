@@ -15,6 +15,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/hsmkms/hsmkms/service"
 	"github.com/hsmkms/hsmkms/service/policy"
 )
 
@@ -34,6 +35,12 @@ type fileConfig struct {
 		SessionKeyCopies *bool  `yaml:"session_key_copies"`
 	} `yaml:"pkcs11"`
 	Principals []principalConfig `yaml:"principals"`
+	// Limits are the resource quotas (0 or absent: AWS's default).
+	Limits struct {
+		KeysPerAccount int `yaml:"keys_per_account"`
+		AliasesPerKey  int `yaml:"aliases_per_key"`
+		GrantsPerKey   int `yaml:"grants_per_key"`
+	} `yaml:"limits"`
 }
 
 type principalConfig struct {
@@ -86,6 +93,7 @@ type options struct {
 	auditRetainFiles                int
 	auditRetainAge                  time.Duration
 	auditMinFreeBytes               int64
+	limits                          service.Limits
 	file                            fileConfig
 }
 
@@ -126,6 +134,9 @@ func parseServeFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.auditRetainFiles, "audit-retain-files", 0, "keep at most this many rotated audit files, deleting the oldest (only files sealed by a signed checkpoint; 0: keep all)")
 	fs.DurationVar(&o.auditRetainAge, "audit-retain-age", 0, "delete rotated audit files rotated longer ago than this (only files sealed by a signed checkpoint; 0: keep all)")
 	fs.Int64Var(&o.auditMinFreeBytes, "audit-min-free-bytes", 1<<20, "/readyz fails when the audit log's filesystem has less free space than this")
+	fs.IntVar(&o.limits.KeysPerAccount, "keys-per-account", 0, fmt.Sprintf("quota of keys per account, in every state (default %d, AWS's)", service.DefaultKeysPerAccount))
+	fs.IntVar(&o.limits.AliasesPerKey, "aliases-per-key", 0, fmt.Sprintf("quota of aliases per key (default %d, AWS's)", service.DefaultAliasesPerKey))
+	fs.IntVar(&o.limits.GrantsPerKey, "grants-per-key", 0, fmt.Sprintf("quota of grants per key (default %d, AWS's)", service.DefaultGrantsPerKey))
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -173,6 +184,14 @@ func (o *options) loadFile() error {
 	if !o.sessionKeyCopiesSet && f.PKCS11.SessionKeyCopies != nil {
 		o.sessionKeyCopies, o.sessionKeyCopiesSet = *f.PKCS11.SessionKeyCopies, true
 	}
+	setIntIf := func(dst *int, v int) {
+		if *dst == 0 {
+			*dst = v
+		}
+	}
+	setIntIf(&o.limits.KeysPerAccount, f.Limits.KeysPerAccount)
+	setIntIf(&o.limits.AliasesPerKey, f.Limits.AliasesPerKey)
+	setIntIf(&o.limits.GrantsPerKey, f.Limits.GrantsPerKey)
 	return nil
 }
 
@@ -198,6 +217,9 @@ func (o *options) defaults() {
 }
 
 func (o *options) check() error {
+	if l := o.limits; l.KeysPerAccount < 0 || l.AliasesPerKey < 0 || l.GrantsPerKey < 0 {
+		return errors.New("limits must be positive (keys per account, aliases per key, grants per key)")
+	}
 	if o.tokenLabel != "" && o.tokenSerial != "" {
 		return errors.New("--token-label and --token-serial are mutually exclusive")
 	}

@@ -150,3 +150,41 @@ principals:
 		t.Errorf("--dev defaults: %+v, %v", o, err)
 	}
 }
+
+func TestLimitsFlagsAndConfig(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	file := write("limits.yaml", `version: v1
+pkcs11: {token_label: x}
+principals: [{arn: "arn:aws:iam::111122223333:user/a", access_keys: [{id: AKIDA, secret_env: A_SECRET}]}]
+limits:
+  keys_per_account: 500
+  aliases_per_key: 10
+`)
+	o, err := parseServeFlags([]string{"--config", file, "--aliases-per-key", "20", "--grants-per-key", "30"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (service.Limits{KeysPerAccount: 500, AliasesPerKey: 20, GrantsPerKey: 30}); o.limits != want {
+		t.Fatalf("limits %+v, want %+v: flags override the file, the file the defaults", o.limits, want)
+	}
+	if o, err := parseServeFlags([]string{"--dev"}, io.Discard); err != nil || o.limits != (service.Limits{}) {
+		t.Fatalf("no limits given: %+v, %v (zero: the service applies AWS's)", o.limits, err)
+	}
+	for name, args := range map[string][]string{
+		"negative flag":        {"--dev", "--keys-per-account", "-1"},
+		"negative in the file": {"--dev", "--config", write("negative.yaml", "version: v1\nlimits: {grants_per_key: -5}\n")},
+		"unknown limit":        {"--dev", "--config", write("unknown.yaml", "version: v1\nlimits: {keys: 5}\n")},
+	} {
+		if _, err := parseServeFlags(args, io.Discard); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}

@@ -77,7 +77,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	svc, err := service.New(service.Config{Token: tok, Store: st, Region: o.region, Now: now, TestHook: hook})
+	svc, err := service.New(service.Config{Token: tok, Store: st, Region: o.region, Now: now, TestHook: hook, Limits: o.limits})
 	if err != nil {
 		return err
 	}

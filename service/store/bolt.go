@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -15,30 +17,87 @@ import (
 var (
 	keysBucket     = []byte("keys")
 	aliasesBucket  = []byte("aliases")
+	grantsBucket   = []byte("grants")
 	settingsBucket = []byte("settings")
 )
 
 // aliasKey is an alias's key in the bucket and the map: account, NUL, name.
 func aliasKey(account, name string) string { return account + "\x00" + name }
 
-// Bolt is the embedded store: one bbolt file, every record also in memory.
-type Bolt struct {
-	db *bolt.DB
+// grantKey is a grant's key in the bucket: key id, "/", grant id.
+func grantKey(keyID, grantID string) []byte { return []byte(keyID + "/" + grantID) }
 
-	mu      sync.RWMutex
-	keys    map[string]Key
-	aliases map[string]Alias // by aliasKey
+// GrantsPath is the file beside a store's file at path that holds its grants.
+func GrantsPath(path string) string { return strings.TrimSuffix(path, ".db") + "-grants.db" }
+
+// Bolt is the embedded store: two bbolt files, every record also in memory.
+// Keys, aliases and settings are in one file, grants in the other
+// (GrantsPath), each with a writer of its own: a bbolt file has one writer
+// at a time, each commit waits for its fsync, and grants come in bulk
+// (50,000 a key), so a stream of grant writes must not queue the writes of
+// other keys behind its fsyncs.
+//
+// Writers of a file are serialised by its lock (wmu, gwmu), which each holds
+// across its checks, its bbolt transaction (the disk write and fsync) and
+// the update of memory. Readers take only mu, which a writer holds just to
+// change memory after its transaction committed: a read never waits for a
+// disk write, and never sees a change that is not on disk. A writer reads
+// without mu what only the writers of its own file change (wmu: keys,
+// aliases and their counts; gwmu: the grant index) and takes mu to read the
+// rest.
+type Bolt struct {
+	db  *bolt.DB // keys, aliases, settings
+	gdb *bolt.DB // grants
+
+	wmu  sync.Mutex
+	gwmu sync.Mutex
+	mu   sync.RWMutex
+
+	keys           map[string]Key
+	aliases        map[string]Alias // by aliasKey
+	keysPerAccount map[string]int
+	aliasesPerKey  map[string]int
+	grants         grantIndex
 }
 
-// Open opens (creating if needed) the bbolt file at path and loads every
-// record into memory.
+// legacyKey is a key record as written before grants were records of their
+// own: Open moves such grants to the grants bucket.
+type legacyKey struct {
+	Key
+	Grants []Grant `json:"grants,omitempty"`
+}
+
+// Open opens (creating if needed) the bbolt file at path and its grants
+// file (GrantsPath) and loads every record into memory. Grants that a file
+// written by an earlier version keeps inside key records move to the grants
+// file: copied there in one transaction, then removed from the key records
+// in one transaction; a crash in between leaves copies that the next Open
+// recognises, so it finishes the move without duplicating a grant. Grants
+// whose key is gone (a crash in the middle of DeleteKey) are removed.
 func Open(path string) (*Bolt, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	opts := &bolt.Options{Timeout: 5 * time.Second}
+	db, err := bolt.Open(path, 0o600, opts)
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
-	s := &Bolt{db: db, keys: make(map[string]Key), aliases: make(map[string]Alias)}
-	err = db.Update(func(tx *bolt.Tx) error {
+	gdb, err := bolt.Open(GrantsPath(path), 0o600, opts)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: open %s: %w", GrantsPath(path), err)
+	}
+	s := &Bolt{db: db, gdb: gdb, keys: make(map[string]Key), aliases: make(map[string]Alias),
+		keysPerAccount: make(map[string]int), aliasesPerKey: make(map[string]int), grants: newGrantIndex()}
+	if err := s.load(); err != nil {
+		db.Close()
+		gdb.Close()
+		return nil, fmt.Errorf("store: load %s: %w", path, err)
+	}
+	return s, nil
+}
+
+func (s *Bolt) load() error {
+	var legacy []legacyKey
+	err := s.db.Update(func(tx *bolt.Tx) error {
 		if _, err := tx.CreateBucketIfNotExists(settingsBucket); err != nil {
 			return err
 		}
@@ -55,60 +114,160 @@ func Open(path string) (*Bolt, error) {
 				return fmt.Errorf("alias %q: inconsistent", k)
 			}
 			s.aliases[string(k)] = a
+			s.aliasesPerKey[a.TargetKeyID]++
 			return nil
 		})
 		if err != nil {
 			return err
 		}
-		b, err := tx.CreateBucketIfNotExists(keysBucket)
+		kb, err := tx.CreateBucketIfNotExists(keysBucket)
 		if err != nil {
 			return err
 		}
-		return b.ForEach(func(id, v []byte) error {
-			var k Key
+		return kb.ForEach(func(id, v []byte) error {
+			var k legacyKey
 			if err := json.Unmarshal(v, &k); err != nil {
 				return fmt.Errorf("record %s: %w", id, err)
 			}
 			if k.ID != string(id) || len(k.Versions) == 0 {
 				return fmt.Errorf("record %s: inconsistent", id)
 			}
-			s.keys[k.ID] = k
+			s.keys[k.ID] = k.Key
+			s.keysPerAccount[k.Account]++
+			if k.Grants != nil {
+				legacy = append(legacy, k)
+			}
 			return nil
 		})
 	})
 	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("store: load %s: %w", path, err)
+		return err
 	}
-	return s, nil
-}
-
-func (s *Bolt) put(k Key) error {
-	v, err := json.Marshal(k)
+	var all []*Grant
+	err = s.gdb.Update(func(tx *bolt.Tx) error {
+		gb, err := tx.CreateBucketIfNotExists(grantsBucket)
+		if err != nil {
+			return err
+		}
+		var orphans [][]byte
+		err = gb.ForEach(func(bk, v []byte) error {
+			g := new(Grant)
+			if err := json.Unmarshal(v, g); err != nil {
+				return fmt.Errorf("grant %s: %w", bk, err)
+			}
+			if string(grantKey(g.KeyID, g.ID)) != string(bk) || g.Seq == 0 {
+				return fmt.Errorf("grant %s: inconsistent", bk)
+			}
+			if _, ok := s.keys[g.KeyID]; !ok {
+				orphans = append(orphans, bytes.Clone(bk))
+				return nil
+			}
+			all = append(all, g)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, bk := range orphans {
+			if err := gb.Delete(bk); err != nil {
+				return err
+			}
+		}
+		// The old format's grants, oldest first per key, keys in id order;
+		// those a crashed earlier Open copied already are kept as they are.
+		for _, k := range legacy {
+			for _, g := range k.Grants {
+				g.KeyID = k.ID
+				if gb.Get(grantKey(g.KeyID, g.ID)) != nil {
+					continue
+				}
+				if g.Seq, err = gb.NextSequence(); err != nil {
+					return err
+				}
+				if err := putJSON(gb, grantKey(g.KeyID, g.ID), g); err != nil {
+					return err
+				}
+				all = append(all, &g)
+			}
+		}
+		if max := maxSeq(all); gb.Sequence() < max {
+			return gb.SetSequence(max)
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(keysBucket).Put([]byte(k.ID), v)
-	})
+	if len(legacy) > 0 {
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			kb := tx.Bucket(keysBucket)
+			for _, k := range legacy {
+				if err := putJSON(kb, []byte(k.ID), k.Key); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("remove the moved grants from the key records: %w", err)
+		}
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].Seq < all[j].Seq })
+	for i, g := range all {
+		if i > 0 && all[i-1].Seq == g.Seq {
+			return fmt.Errorf("grants %s and %s: same sequence number %d", all[i-1].ID, g.ID, g.Seq)
+		}
+		s.grants.add(g)
+	}
+	return nil
+}
+
+func maxSeq(gs []*Grant) uint64 {
+	var m uint64
+	for _, g := range gs {
+		m = max(m, g.Seq)
+	}
+	return m
+}
+
+func putJSON(b *bolt.Bucket, key []byte, v any) error {
+	js, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return b.Put(key, js)
+}
+
+// publish applies a committed write to memory.
+func (s *Bolt) publish(change func()) {
+	s.mu.Lock()
+	change()
+	s.mu.Unlock()
 }
 
 // CreateKey implements Store.
-func (s *Bolt) CreateKey(_ context.Context, k Key) error {
+func (s *Bolt) CreateKey(_ context.Context, k Key, keysPerAccount int) error {
 	if len(k.Versions) == 0 {
 		return fmt.Errorf("store: key %s has no versions", k.ID)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	if _, ok := s.keys[k.ID]; ok {
 		return ErrExists
 	}
+	if err := checkLimit(keysPerAccount, s.keysPerAccount[k.Account]); err != nil {
+		return err
+	}
 	k = k.Clone()
 	k.Revision = 1
-	if err := s.put(k); err != nil {
+	err := s.db.Update(func(tx *bolt.Tx) error { return putJSON(tx.Bucket(keysBucket), []byte(k.ID), k) })
+	if err != nil {
 		return fmt.Errorf("store: create key: %w", err)
 	}
-	s.keys[k.ID] = k
+	s.publish(func() {
+		s.keys[k.ID] = k
+		s.keysPerAccount[k.Account]++
+	})
 	return nil
 }
 
@@ -123,27 +282,28 @@ func (s *Bolt) GetKey(_ context.Context, id string) (Key, error) {
 	return k, nil
 }
 
-// UpdateKey implements Store. Updates are serialised; the disk write happens
-// before the in-memory record changes, so readers never see an unsaved state.
+// UpdateKey implements Store. The disk write happens before the in-memory
+// record changes, so readers never see an unsaved state.
 func (s *Bolt) UpdateKey(_ context.Context, id string, fn func(*Key) error) (Key, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	k, ok := s.keys[id]
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	cur, ok := s.keys[id]
 	if !ok {
 		return Key{}, ErrNotFound
 	}
-	k = k.Clone()
+	k := cur.Clone()
 	if err := fn(&k); err != nil {
 		return Key{}, err
 	}
-	if k.ID != id || len(k.Versions) == 0 {
+	if k.ID != id || k.Account != cur.Account || len(k.Versions) == 0 {
 		return Key{}, fmt.Errorf("store: update of %s would corrupt the record", id)
 	}
-	k.Revision = s.keys[id].Revision + 1
-	if err := s.put(k); err != nil {
+	k.Revision = cur.Revision + 1
+	err := s.db.Update(func(tx *bolt.Tx) error { return putJSON(tx.Bucket(keysBucket), []byte(id), k) })
+	if err != nil {
 		return Key{}, fmt.Errorf("store: update key: %w", err)
 	}
-	s.keys[id] = k
+	s.publish(func() { s.keys[id] = k })
 	return k, nil
 }
 
@@ -169,23 +329,38 @@ func (s *Bolt) ListKeys(_ context.Context, account, after string, limit int) ([]
 	return out, more, nil
 }
 
-// DeleteKey implements Store.
+// DeleteKey implements Store. The key and its aliases go first, then its
+// grants, from the grants file: a crash in between leaves grants of a key
+// that no longer exists, which the next Open removes (as does a DeleteKey of
+// the same id, should the grants' removal fail).
 func (s *Bolt) DeleteKey(_ context.Context, id string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.keys[id]; !ok {
+	err := s.deleteKeyRecord(id)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	if gerr := s.deleteGrantsOf(id); gerr != nil {
+		return gerr
+	}
+	return err
+}
+
+func (s *Bolt) deleteKeyRecord(id string) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	k, ok := s.keys[id]
+	if !ok {
 		return ErrNotFound
 	}
 	var gone []string
-	for k, a := range s.aliases {
+	for ak, a := range s.aliases {
 		if a.TargetKeyID == id {
-			gone = append(gone, k)
+			gone = append(gone, ak)
 		}
 	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		ab := tx.Bucket(aliasesBucket)
-		for _, k := range gone {
-			if err := ab.Delete([]byte(k)); err != nil {
+		for _, ak := range gone {
+			if err := ab.Delete([]byte(ak)); err != nil {
 				return err
 			}
 		}
@@ -194,27 +369,55 @@ func (s *Bolt) DeleteKey(_ context.Context, id string) error {
 	if err != nil {
 		return fmt.Errorf("store: delete key: %w", err)
 	}
-	for _, k := range gone {
-		delete(s.aliases, k)
+	s.publish(func() {
+		for _, ak := range gone {
+			delete(s.aliases, ak)
+		}
+		delete(s.aliasesPerKey, id)
+		delete(s.keys, id)
+		if s.keysPerAccount[k.Account]--; s.keysPerAccount[k.Account] <= 0 {
+			delete(s.keysPerAccount, k.Account)
+		}
+	})
+	return nil
+}
+
+// deleteGrantsOf removes every grant of a key whose record is gone. A
+// CreateGrant that saw the key before it went holds gwmu until its grant is
+// stored, so this finds that grant too.
+func (s *Bolt) deleteGrantsOf(keyID string) error {
+	s.gwmu.Lock()
+	defer s.gwmu.Unlock()
+	kg := s.grants.of(keyID)
+	if kg == nil {
+		return nil
 	}
-	delete(s.keys, id)
+	err := s.gdb.Update(func(tx *bolt.Tx) error {
+		gb := tx.Bucket(grantsBucket)
+		for id := range kg.byID {
+			if err := gb.Delete(grantKey(keyID, id)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: delete the grants of key %s: %w", keyID, err)
+	}
+	s.publish(func() { s.grants.removeKey(keyID) })
 	return nil
 }
 
 func (s *Bolt) putAlias(a Alias) error {
-	v, err := json.Marshal(a)
-	if err != nil {
-		return err
-	}
 	return s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(aliasesBucket).Put([]byte(aliasKey(a.Account, a.Name)), v)
+		return putJSON(tx.Bucket(aliasesBucket), []byte(aliasKey(a.Account, a.Name)), a)
 	})
 }
 
 // CreateAlias implements Store.
-func (s *Bolt) CreateAlias(_ context.Context, a Alias) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+func (s *Bolt) CreateAlias(_ context.Context, a Alias, aliasesPerKey int) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	k := aliasKey(a.Account, a.Name)
 	if _, ok := s.aliases[k]; ok {
 		return ErrExists
@@ -222,10 +425,16 @@ func (s *Bolt) CreateAlias(_ context.Context, a Alias) error {
 	if _, ok := s.keys[a.TargetKeyID]; !ok {
 		return fmt.Errorf("store: alias %s: target key %s: %w", a.Name, a.TargetKeyID, ErrNotFound)
 	}
+	if err := checkLimit(aliasesPerKey, s.aliasesPerKey[a.TargetKeyID]); err != nil {
+		return err
+	}
 	if err := s.putAlias(a); err != nil {
 		return fmt.Errorf("store: create alias: %w", err)
 	}
-	s.aliases[k] = a
+	s.publish(func() {
+		s.aliases[k] = a
+		s.aliasesPerKey[a.TargetKeyID]++
+	})
 	return nil
 }
 
@@ -241,14 +450,15 @@ func (s *Bolt) GetAlias(_ context.Context, account, name string) (Alias, error) 
 }
 
 // UpdateAlias implements Store.
-func (s *Bolt) UpdateAlias(_ context.Context, account, name string, fn func(*Alias) error) (Alias, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+func (s *Bolt) UpdateAlias(_ context.Context, account, name string, aliasesPerKey int, fn func(*Alias) error) (Alias, error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	k := aliasKey(account, name)
-	a, ok := s.aliases[k]
+	cur, ok := s.aliases[k]
 	if !ok {
 		return Alias{}, ErrNotFound
 	}
+	a := cur
 	if err := fn(&a); err != nil {
 		return Alias{}, err
 	}
@@ -258,26 +468,48 @@ func (s *Bolt) UpdateAlias(_ context.Context, account, name string, fn func(*Ali
 	if _, ok := s.keys[a.TargetKeyID]; !ok {
 		return Alias{}, fmt.Errorf("store: alias %s: target key %s: %w", a.Name, a.TargetKeyID, ErrNotFound)
 	}
+	moved := a.TargetKeyID != cur.TargetKeyID
+	if moved {
+		if err := checkLimit(aliasesPerKey, s.aliasesPerKey[a.TargetKeyID]); err != nil {
+			return Alias{}, err
+		}
+	}
 	if err := s.putAlias(a); err != nil {
 		return Alias{}, fmt.Errorf("store: update alias: %w", err)
 	}
-	s.aliases[k] = a
+	s.publish(func() {
+		s.aliases[k] = a
+		if moved {
+			s.uncountAlias(cur.TargetKeyID)
+			s.aliasesPerKey[a.TargetKeyID]++
+		}
+	})
 	return a, nil
+}
+
+func (s *Bolt) uncountAlias(keyID string) {
+	if s.aliasesPerKey[keyID]--; s.aliasesPerKey[keyID] <= 0 {
+		delete(s.aliasesPerKey, keyID)
+	}
 }
 
 // DeleteAlias implements Store.
 func (s *Bolt) DeleteAlias(_ context.Context, account, name string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	k := aliasKey(account, name)
-	if _, ok := s.aliases[k]; !ok {
+	a, ok := s.aliases[k]
+	if !ok {
 		return ErrNotFound
 	}
 	err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(aliasesBucket).Delete([]byte(k)) })
 	if err != nil {
 		return fmt.Errorf("store: delete alias: %w", err)
 	}
-	delete(s.aliases, k)
+	s.publish(func() {
+		delete(s.aliases, k)
+		s.uncountAlias(a.TargetKeyID)
+	})
 	return nil
 }
 
@@ -299,10 +531,159 @@ func (s *Bolt) ListAliases(_ context.Context, account, keyID, after string, limi
 	return out, more, nil
 }
 
+// CreateGrant implements Store. Its cost does not depend on how many grants
+// the key has, and it waits for no write of the keys file.
+func (s *Bolt) CreateGrant(_ context.Context, g Grant, grantsPerKey int) (Grant, bool, error) {
+	s.gwmu.Lock()
+	defer s.gwmu.Unlock()
+	s.mu.RLock()
+	_, ok := s.keys[g.KeyID]
+	s.mu.RUnlock()
+	if !ok {
+		return Grant{}, false, fmt.Errorf("store: grant on key %s: %w", g.KeyID, ErrNotFound)
+	}
+	kg := s.grants.of(g.KeyID)
+	if rk := g.RetryKey(); rk != "" && kg != nil {
+		if old := kg.byRetry[rk]; old != nil {
+			return *old, false, nil
+		}
+	}
+	if err := checkLimit(grantsPerKey, kg.size()); err != nil {
+		return Grant{}, false, err
+	}
+	if kg != nil && kg.byID[g.ID] != nil {
+		return Grant{}, false, ErrExists
+	}
+	g = g.Clone()
+	err := s.gdb.Update(func(tx *bolt.Tx) error {
+		gb := tx.Bucket(grantsBucket)
+		var err error
+		if g.Seq, err = gb.NextSequence(); err != nil {
+			return err
+		}
+		return putJSON(gb, grantKey(g.KeyID, g.ID), g)
+	})
+	if err != nil {
+		return Grant{}, false, fmt.Errorf("store: create grant: %w", err)
+	}
+	stored := &g
+	s.publish(func() { s.grants.add(stored) })
+	return g, true, nil
+}
+
+// GetGrant implements Store.
+func (s *Bolt) GetGrant(_ context.Context, keyID, grantID string) (Grant, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if kg := s.grants.of(keyID); kg != nil {
+		if g := kg.byID[grantID]; g != nil {
+			return *g, nil
+		}
+	}
+	return Grant{}, ErrNotFound
+}
+
+// DeleteGrant implements Store.
+func (s *Bolt) DeleteGrant(_ context.Context, keyID, grantID string) error {
+	s.gwmu.Lock()
+	defer s.gwmu.Unlock()
+	kg := s.grants.of(keyID)
+	if kg == nil || kg.byID[grantID] == nil {
+		return ErrNotFound
+	}
+	g := kg.byID[grantID]
+	err := s.gdb.Update(func(tx *bolt.Tx) error { return tx.Bucket(grantsBucket).Delete(grantKey(keyID, grantID)) })
+	if err != nil {
+		return fmt.Errorf("store: delete grant: %w", err)
+	}
+	s.publish(func() { s.grants.remove(g) })
+	return nil
+}
+
+// grantWalkStep bounds the grants a walk visits under one hold of the read
+// lock: a walk over a large list (50,000 grants of one grantee, or of one
+// retiring principal across keys) must not keep a writer, and through it
+// every reader, waiting.
+const grantWalkStep = 256
+
+// walkGrants walks the list that list returns (looked up again at each
+// step) from after, calling fn under the read lock, in bounded steps.
+func (s *Bolt) walkGrants(list func() *grantList, after uint64, fn func(*Grant) bool) {
+	for over := false; !over; {
+		s.mu.RLock()
+		after, over = list().visit(after, grantWalkStep, fn)
+		s.mu.RUnlock()
+	}
+}
+
+// pageGrants returns up to limit grants of a list that match, after a Seq,
+// and whether more follow.
+func (s *Bolt) pageGrants(list func() *grantList, after uint64, limit int, match func(*Grant) bool) ([]Grant, bool) {
+	out := []Grant{}
+	more := false
+	s.walkGrants(list, after, func(g *Grant) bool {
+		if match != nil && !match(g) {
+			return true
+		}
+		if len(out) >= limit {
+			more = true
+			return false
+		}
+		out = append(out, *g)
+		return true
+	})
+	return out, more
+}
+
+// keyGrantList returns a function that finds one of a key's grant lists
+// (pick) under the read lock.
+func (s *Bolt) keyGrantList(keyID string, pick func(*keyGrants) *grantList) func() *grantList {
+	return func() *grantList {
+		if kg := s.grants.of(keyID); kg != nil {
+			return pick(kg)
+		}
+		return nil
+	}
+}
+
+// ListGrants implements Store.
+func (s *Bolt) ListGrants(ctx context.Context, keyID string, f GrantFilter, after uint64, limit int) ([]Grant, bool, error) {
+	if f.GrantID != "" {
+		g, err := s.GetGrant(ctx, keyID, f.GrantID)
+		if err != nil || g.Seq <= after || (f.Grantee != "" && g.GranteePrincipal != f.Grantee) || limit < 1 {
+			return []Grant{}, false, nil
+		}
+		return []Grant{g}, false, nil
+	}
+	pick := func(kg *keyGrants) *grantList { return &kg.all }
+	if f.Grantee != "" {
+		pick = func(kg *keyGrants) *grantList { return kg.byGrantee[f.Grantee] }
+	}
+	out, more := s.pageGrants(s.keyGrantList(keyID, pick), after, limit, nil)
+	return out, more, nil
+}
+
+// ListRetirableGrants implements Store.
+func (s *Bolt) ListRetirableGrants(_ context.Context, account, retiring string, after uint64, limit int) ([]Grant, bool, error) {
+	out, more := s.pageGrants(func() *grantList { return s.grants.retiring[retiring] }, after, limit, func(g *Grant) bool {
+		k, ok := s.keys[g.KeyID] // gone: a DeleteKey is removing its grants
+		return ok && (account == "" || k.Account == account)
+	})
+	return out, more, nil
+}
+
+// GranteeGrants implements Store. It holds the read lock for a bounded
+// number of grants at a time, so a grantee with thousands of grants on a
+// key delays no writer for long.
+func (s *Bolt) GranteeGrants(_ context.Context, keyID, grantee string, fn func(*Grant) bool) error {
+	s.walkGrants(s.keyGrantList(keyID, func(kg *keyGrants) *grantList { return kg.byGrantee[grantee] }), 0, fn)
+	return nil
+}
+
 // Setting implements Store.
 func (s *Bolt) Setting(_ context.Context, name string, init func() ([]byte, error)) ([]byte, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	var out []byte
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(settingsBucket)
@@ -336,4 +717,4 @@ func (s *Bolt) AllKeys(_ context.Context) ([]Key, error) {
 }
 
 // Close implements Store.
-func (s *Bolt) Close() error { return s.db.Close() }
+func (s *Bolt) Close() error { return errors.Join(s.db.Close(), s.gdb.Close()) }

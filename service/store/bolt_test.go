@@ -25,10 +25,10 @@ func TestBoltPersistsAndReloads(t *testing.T) {
 		t.Fatal(err)
 	}
 	k := newKey("00000000-0000-4000-8000-000000000001", "111122223333")
-	if err := s.CreateKey(ctx, k); err != nil {
+	if err := s.CreateKey(ctx, k, 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.CreateKey(ctx, k); !errors.Is(err, ErrExists) {
+	if err := s.CreateKey(ctx, k, 0); !errors.Is(err, ErrExists) {
 		t.Fatalf("duplicate CreateKey: %v, want ErrExists", err)
 	}
 	if _, err := s.UpdateKey(ctx, k.ID, func(k *Key) error { k.State = "Disabled"; return nil }); err != nil {
@@ -71,7 +71,7 @@ func TestBoltUpdateGetsACopy(t *testing.T) {
 	}
 	defer s.Close()
 	k := newKey("00000000-0000-4000-8000-000000000001", "1")
-	s.CreateKey(ctx, k)
+	s.CreateKey(ctx, k, 0)
 	before, _ := s.GetKey(ctx, k.ID)
 	s.UpdateKey(ctx, k.ID, func(k *Key) error {
 		k.Tags[0].Value = "changed"
@@ -93,8 +93,8 @@ func TestBoltListKeysPaginates(t *testing.T) {
 	}
 	defer s.Close()
 	for i := 0; i < 7; i++ {
-		s.CreateKey(ctx, newKey(fmt.Sprintf("00000000-0000-4000-8000-%012d", i), "A"))
-		s.CreateKey(ctx, newKey(fmt.Sprintf("10000000-0000-4000-8000-%012d", i), "B"))
+		s.CreateKey(ctx, newKey(fmt.Sprintf("00000000-0000-4000-8000-%012d", i), "A"), 0)
+		s.CreateKey(ctx, newKey(fmt.Sprintf("10000000-0000-4000-8000-%012d", i), "B"), 0)
 	}
 	var seen []string
 	after := ""
@@ -136,25 +136,25 @@ func TestBoltAliases(t *testing.T) {
 		t.Fatal(err)
 	}
 	k1, k2 := newKey("00000000-0000-4000-8000-000000000001", "A"), newKey("00000000-0000-4000-8000-000000000002", "A")
-	s.CreateKey(ctx, k1)
-	s.CreateKey(ctx, k2)
+	s.CreateKey(ctx, k1, 0)
+	s.CreateKey(ctx, k2, 0)
 	for _, a := range []Alias{
 		{Name: "alias/one", Account: "A", TargetKeyID: k1.ID},
 		{Name: "alias/two", Account: "A", TargetKeyID: k1.ID},
 		{Name: "alias/three", Account: "A", TargetKeyID: k2.ID},
 		{Name: "alias/one", Account: "B", TargetKeyID: k2.ID}, // names are per account
 	} {
-		if err := s.CreateAlias(ctx, a); err != nil {
+		if err := s.CreateAlias(ctx, a, 0); err != nil {
 			t.Fatalf("CreateAlias %+v: %v", a, err)
 		}
 	}
-	if err := s.CreateAlias(ctx, Alias{Name: "alias/one", Account: "A", TargetKeyID: k2.ID}); !errors.Is(err, ErrExists) {
+	if err := s.CreateAlias(ctx, Alias{Name: "alias/one", Account: "A", TargetKeyID: k2.ID}, 0); !errors.Is(err, ErrExists) {
 		t.Fatalf("duplicate alias: %v", err)
 	}
-	if err := s.CreateAlias(ctx, Alias{Name: "alias/x", Account: "A", TargetKeyID: "nope"}); !errors.Is(err, ErrNotFound) {
+	if err := s.CreateAlias(ctx, Alias{Name: "alias/x", Account: "A", TargetKeyID: "nope"}, 0); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("alias to a missing key: %v", err)
 	}
-	if _, err := s.UpdateAlias(ctx, "A", "alias/two", func(a *Alias) error { a.TargetKeyID = k2.ID; return nil }); err != nil {
+	if _, err := s.UpdateAlias(ctx, "A", "alias/two", 0, func(a *Alias) error { a.TargetKeyID = k2.ID; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	list, more, _ := s.ListAliases(ctx, "A", k2.ID, "", 10)
