@@ -199,7 +199,10 @@ func (s *Service) ListAliases(ctx context.Context, caller Caller, in ListAliases
 	after := ""
 	if in.Marker != nil {
 		var err error
-		if after, err = s.markers.open("aliases", *in.Marker); err != nil || !strings.HasPrefix(after, aliasPrefix) {
+		if after, err = s.openMarker(ctx, "aliases", *in.Marker); err != nil {
+			return nil, err
+		}
+		if !strings.HasPrefix(after, aliasPrefix) {
 			return nil, Errorf(ExcInvalidMarker, "Invalid marker")
 		}
 	}
@@ -231,7 +234,9 @@ func (s *Service) ListAliases(ctx context.Context, caller Caller, in ListAliases
 		})
 	}
 	if more {
-		out.NextMarker = s.markers.seal("aliases", list[len(list)-1].Name)
+		if out.NextMarker, err = s.markers.seal(ctx, "aliases", list[len(list)-1].Name); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
 }

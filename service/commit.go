@@ -186,6 +186,14 @@ func (g gatedStore) Setting(ctx context.Context, name string, init func() ([]byt
 	return g.inner.Setting(ctx, name, init)
 }
 
+// DeleteSetting implements store.Store.
+func (g gatedStore) DeleteSetting(ctx context.Context, name string) error {
+	if err := passGate(ctx); err != nil {
+		return err
+	}
+	return g.inner.DeleteSetting(ctx, name)
+}
+
 // AllKeys implements store.Store.
 func (g gatedStore) AllKeys(ctx context.Context) ([]store.Key, error) { return g.inner.AllKeys(ctx) }
 

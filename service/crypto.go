@@ -505,7 +505,7 @@ func (s *Service) GenerateRandom(ctx context.Context, caller Caller, in Generate
 	}
 	b, err := s.token.Random(ctx, int(*in.NumberOfBytes))
 	if err != nil {
-		return nil, fromToken(err, "")
+		return nil, fromTokenNoKey(err)
 	}
 	return &GenerateRandomOutput{Plaintext: b}, nil
 }

@@ -143,6 +143,18 @@ func fromToken(err error, keyARN string) *Error {
 	return internal(err)
 }
 
+// fromTokenNoKey maps an hsm error met where no key's material was used —
+// generating new material, drawing random bytes, checking a marker — to the
+// exceptions AWS models for such operations: DependencyTimeoutException after
+// a bounded wait, KMSInternalException otherwise (KeyUnavailableException
+// names a key that exists but cannot be used, which is not the case).
+func fromTokenNoKey(err error) *Error {
+	if errors.Is(err, hsm.ErrTimeout) {
+		return &Error{Code: ExcDependencyTimeout, Message: "The system timed out while trying to fulfill the request.", Cause: err}
+	}
+	return internal(err)
+}
+
 // validation collects constraint failures and reports them the way AWS does:
 // "1 validation error detected: Value '…' at 'field' failed to satisfy
 // constraint: …", joined with "; " when there are several.

@@ -42,13 +42,16 @@ func grantOpAllowed(k *key, op string) bool {
 	return contains(grantOpsByUsage[k.spec().kind][k.rec.KeyUsage], op)
 }
 
-func (s *Service) grantToken(keyID, grantID string) string {
-	return s.markers.seal("grant-token", keyID+"/"+grantID)
+func (s *Service) grantToken(ctx context.Context, keyID, grantID string) (string, error) {
+	return s.markers.seal(ctx, "grant-token", keyID+"/"+grantID)
 }
 
 // openGrantToken returns the key id and grant id a grant token names.
-func (s *Service) openGrantToken(token string) (keyID, grantID string, err error) {
-	pos, err := s.markers.open("grant-token", token)
+func (s *Service) openGrantToken(ctx context.Context, token string) (keyID, grantID string, err error) {
+	pos, err := s.markers.open(ctx, "grant-token", token)
+	if err != nil && !errors.Is(err, errBadMarker) {
+		return "", "", err // the token could not be checked
+	}
 	if err == nil {
 		var ok bool
 		if keyID, grantID, ok = strings.Cut(pos, "/"); ok {
@@ -184,7 +187,11 @@ func (s *Service) CreateGrant(ctx context.Context, caller Caller, in CreateGrant
 	case err != nil:
 		return nil, AsError(err)
 	}
-	return &CreateGrantOutput{GrantId: stored.ID, GrantToken: s.grantToken(k.rec.ID, stored.ID)}, nil
+	token, err := s.grantToken(ctx, k.rec.ID, stored.ID)
+	if err != nil {
+		return nil, err
+	}
+	return &CreateGrantOutput{GrantId: stored.ID, GrantToken: token}, nil
 }
 
 // authorizeCreateGrant: kms:CreateGrant by the policies; or a grant for
@@ -337,7 +344,7 @@ func (s *Service) ListGrants(ctx context.Context, caller Caller, in ListGrantsIn
 	if in.GranteePrincipal != nil {
 		f.Grantee = *in.GranteePrincipal
 	}
-	return s.pageGrants(grantsMarker+k.rec.ID, in.Limit, in.Marker, func(after uint64, limit int) ([]store.Grant, bool, error) {
+	return s.pageGrants(ctx, grantsMarker+k.rec.ID, in.Limit, in.Marker, func(after uint64, limit int) ([]store.Grant, bool, error) {
 		return s.store.ListGrants(ctx, k.rec.ID, f, after, limit)
 	}, func(string) string { return k.arn })
 }
@@ -345,7 +352,7 @@ func (s *Service) ListGrants(ctx context.Context, caller Caller, in ListGrantsIn
 // pageGrants runs one page of a grant listing: list returns up to limit
 // grants after a sequence number, and whether more follow; keyARN names a
 // grant's key.
-func (s *Service) pageGrants(kind string, limitIn *int32, marker *string, list func(after uint64, limit int) ([]store.Grant, bool, error),
+func (s *Service) pageGrants(ctx context.Context, kind string, limitIn *int32, marker *string, list func(after uint64, limit int) ([]store.Grant, bool, error),
 	keyARN func(keyID string) string) (*ListGrantsOutput, error) {
 	limit := 50
 	if limitIn != nil {
@@ -353,11 +360,11 @@ func (s *Service) pageGrants(kind string, limitIn *int32, marker *string, list f
 	}
 	var after uint64
 	if marker != nil {
-		pos, err := s.markers.open(kind, *marker)
-		if err == nil {
-			after, err = strconv.ParseUint(pos, 10, 64)
-		}
+		pos, err := s.openMarker(ctx, kind, *marker)
 		if err != nil {
+			return nil, err
+		}
+		if after, err = strconv.ParseUint(pos, 10, 64); err != nil {
 			return nil, Errorf(ExcInvalidMarker, "Invalid marker")
 		}
 	}
@@ -370,7 +377,9 @@ func (s *Service) pageGrants(kind string, limitIn *int32, marker *string, list f
 		out.Grants[i] = s.grantEntry(keyARN(grants[i].KeyID), &grants[i])
 	}
 	if out.Truncated {
-		out.NextMarker = s.markers.seal(kind, strconv.FormatUint(grants[len(grants)-1].Seq, 10))
+		if out.NextMarker, err = s.markers.seal(ctx, kind, strconv.FormatUint(grants[len(grants)-1].Seq, 10)); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
 }
@@ -394,7 +403,7 @@ func (s *Service) ListRetirableGrants(ctx context.Context, caller Caller, in Lis
 	// From the store's index by retiring principal: the cost is that
 	// principal's grants, not every key's.
 	retiring := *in.RetiringPrincipal
-	return s.pageGrants(retirableMarker+retiring, in.Limit, in.Marker, func(after uint64, limit int) ([]store.Grant, bool, error) {
+	return s.pageGrants(ctx, retirableMarker+retiring, in.Limit, in.Marker, func(after uint64, limit int) ([]store.Grant, bool, error) {
 		return s.store.ListRetirableGrants(ctx, caller.Account, retiring, after, limit)
 	}, func(keyID string) string { return s.keyARN(caller.Account, keyID) })
 }
@@ -417,7 +426,7 @@ func (s *Service) RetireGrant(ctx context.Context, caller Caller, in RetireGrant
 	var grantID string
 	switch {
 	case in.GrantToken != nil:
-		keyID, gid, err := s.openGrantToken(*in.GrantToken)
+		keyID, gid, err := s.openGrantToken(ctx, *in.GrantToken)
 		if err != nil {
 			return err
 		}

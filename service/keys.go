@@ -143,7 +143,7 @@ func (s *Service) CreateKey(ctx context.Context, caller Caller, in CreateKeyInpu
 	// Material first, then the record: a crash in between leaves an orphan
 	// object (found and reported at start), never a record without material.
 	if err := s.generateMaterial(ctx, ref, ks, usage); err != nil {
-		return nil, fromToken(err, "")
+		return nil, fromTokenNoKey(err)
 	}
 	// The quota is the store's to check, in the transaction that adds the
 	// key, so that concurrent CreateKeys cannot pass it together.
@@ -249,8 +249,8 @@ func (s *Service) ListKeys(ctx context.Context, caller Caller, in ListKeysInput)
 	after := ""
 	if in.Marker != nil {
 		var err error
-		if after, err = s.markers.open("keys", *in.Marker); err != nil {
-			return nil, Errorf(ExcInvalidMarker, "Invalid marker")
+		if after, err = s.openMarker(ctx, "keys", *in.Marker); err != nil {
+			return nil, err
 		}
 	}
 	recs, more, err := s.store.ListKeys(ctx, caller.Account, after, limit)
@@ -262,7 +262,9 @@ func (s *Service) ListKeys(ctx context.Context, caller Caller, in ListKeysInput)
 		out.Keys = append(out.Keys, KeyListEntry{KeyId: r.ID, KeyArn: s.keyARN(r.Account, r.ID)})
 	}
 	if more {
-		out.NextMarker = s.markers.seal("keys", recs[len(recs)-1].ID)
+		if out.NextMarker, err = s.markers.seal(ctx, "keys", recs[len(recs)-1].ID); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
 }

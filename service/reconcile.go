@@ -67,6 +67,7 @@ func (s *Service) Reconcile(ctx context.Context) (*ReconcileReport, error) {
 	}
 	named[auditRef] = true // the audit signing key has no record
 	named[readinessRef] = true
+	named[markerRef] = true
 	for _, o := range objs {
 		if !named[o.Ref] {
 			rep.Orphans = append(rep.Orphans, o.Label)

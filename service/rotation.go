@@ -204,7 +204,7 @@ func (s *Service) rotate(ctx context.Context, k *key, how string) error {
 	ref := k.ref(next)
 	err = s.token.GenerateAESKey(ctx, ref)
 	if err != nil && !errors.Is(err, hsm.ErrExists) {
-		return fromToken(err, k.arn)
+		return fromTokenNoKey(err)
 	}
 	s.hook(PhaseRotated, k.rec.ID)
 	now := s.now().UTC().Truncate(time.Millisecond)
@@ -282,7 +282,7 @@ func (s *Service) ListKeyRotations(ctx context.Context, caller Caller, in ListKe
 	if in.Limit != nil {
 		limit = int(*in.Limit)
 	}
-	start, err := s.pageStart("rotations/"+k.rec.ID, in.Marker)
+	start, err := s.pageStart(ctx, "rotations/"+k.rec.ID, in.Marker)
 	if err != nil {
 		return nil, err
 	}
@@ -301,7 +301,9 @@ func (s *Service) ListKeyRotations(ctx context.Context, caller Caller, in ListKe
 		out.Rotations = append(out.Rotations, e)
 	}
 	if out.Truncated {
-		out.NextMarker = s.markers.seal("rotations/"+k.rec.ID, strconv.Itoa(end))
+		if out.NextMarker, err = s.markers.seal(ctx, "rotations/"+k.rec.ID, strconv.Itoa(end)); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
 }

@@ -117,13 +117,9 @@ func New(cfg Config) (*Service, error) {
 	s := &Service{token: cfg.Token, region: cfg.Region, partition: cfg.Partition, now: cfg.Now,
 		testHook: cfg.TestHook, limits: limits}
 	s.store = gatedStore{inner: cfg.Store, arn: s.keyARN}
-	key, err := cfg.Store.Setting(context.Background(), "marker-hmac-key", func() ([]byte, error) {
-		return cfg.Token.Random(context.Background(), 32)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("service: pagination marker key: %w", err)
+	if s.markers, err = initMarkers(context.Background(), cfg.Token, cfg.Store); err != nil {
+		return nil, fmt.Errorf("service: %w", err)
 	}
-	s.markers = markers{key: key}
 	return s, nil
 }
 
@@ -382,15 +378,15 @@ func stateAllowsUse(arn, state string) error {
 
 // pageStart opens a marker of a listing paged by position (kind names the
 // listing and its key, so markers of one cannot be used for another).
-func (s *Service) pageStart(kind string, marker *string) (int, error) {
+func (s *Service) pageStart(ctx context.Context, kind string, marker *string) (int, error) {
 	if marker == nil {
 		return 0, nil
 	}
-	pos, err := s.markers.open(kind, *marker)
-	start := 0
-	if err == nil {
-		start, err = strconv.Atoi(pos)
+	pos, err := s.openMarker(ctx, kind, *marker)
+	if err != nil {
+		return 0, err
 	}
+	start, err := strconv.Atoi(pos)
 	if err != nil || start < 0 {
 		return 0, Errorf(ExcInvalidMarker, "Invalid marker")
 	}

@@ -156,7 +156,7 @@ func (s *Service) ListResourceTags(ctx context.Context, caller Caller, in ListRe
 	if in.Limit != nil {
 		limit = int(*in.Limit)
 	}
-	start, err := s.pageStart("tags/"+k.rec.ID, in.Marker)
+	start, err := s.pageStart(ctx, "tags/"+k.rec.ID, in.Marker)
 	if err != nil {
 		return nil, err
 	}
@@ -168,7 +168,9 @@ func (s *Service) ListResourceTags(ctx context.Context, caller Caller, in ListRe
 		out.Tags = append(out.Tags, NewTag(t.Key, t.Value))
 	}
 	if out.Truncated {
-		out.NextMarker = s.markers.seal("tags/"+k.rec.ID, strconv.Itoa(end))
+		if out.NextMarker, err = s.markers.seal(ctx, "tags/"+k.rec.ID, strconv.Itoa(end)); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
 }

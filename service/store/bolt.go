@@ -704,6 +704,23 @@ func (s *Bolt) Setting(_ context.Context, name string, init func() ([]byte, erro
 	return out, nil
 }
 
+// DeleteSetting implements Store.
+func (s *Bolt) DeleteSetting(_ context.Context, name string) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(settingsBucket)
+		if b.Get([]byte(name)) == nil {
+			return ErrNotFound
+		}
+		return b.Delete([]byte(name))
+	})
+	if err != nil && err != ErrNotFound {
+		return fmt.Errorf("store: delete setting %s: %w", name, err)
+	}
+	return err
+}
+
 // AllKeys implements Store.
 func (s *Bolt) AllKeys(_ context.Context) ([]Key, error) {
 	s.mu.RLock()

@@ -292,6 +292,8 @@ type Store interface {
 	// Setting returns the named service setting, creating it with init (once,
 	// durably) if it does not exist yet.
 	Setting(ctx context.Context, name string, init func() ([]byte, error)) ([]byte, error)
+	// DeleteSetting removes a service setting; ErrNotFound if there is none.
+	DeleteSetting(ctx context.Context, name string) error
 
 	// AllKeys returns every record, of every account, in id order.
 	AllKeys(ctx context.Context) ([]Key, error)
