@@ -1,5 +1,7 @@
 // Package audit owns the audit log: one JSON line per request in the shape
-// of an AWS CloudTrail event, linked into a SHA-256 hash chain and
+// of an AWS CloudTrail event (two for a change: its intent, written durably
+// before the change commits, and its outcome; service events for what the
+// service does on its own), linked into a SHA-256 hash chain and
 // periodically sealed by a checkpoint that an HSM-resident ECDSA P-256 key
 // signs. Writer appends records (to a rotating file and/or an io.Writer);
 // Verify checks a set of log files against the signing key's public key.
