@@ -239,31 +239,14 @@ var rotatedSuffix = regexp.MustCompile(`^\.([0-9]{8}T[0-9]{6}Z)\.([0-9]{12,20})$
 // newestRotated returns the rotated file of name with the highest seq, or
 // "" if there is none.
 func newestRotated(name string) (string, error) {
-	dir, base := filepath.Split(name)
-	if dir == "" {
-		dir = "."
-	}
-	entries, err := os.ReadDir(dir)
+	files, err := rotatedFiles(name)
 	if err != nil {
 		return "", fmt.Errorf("audit: %w", err)
 	}
-	var best string
-	var bestSeq uint64
-	for _, e := range entries {
-		n := e.Name()
-		if len(n) <= len(base) || n[:len(base)] != base {
-			continue
-		}
-		m := rotatedSuffix.FindStringSubmatch(n[len(base):])
-		if m == nil {
-			continue
-		}
-		seq, err := strconv.ParseUint(m[2], 10, 64)
-		if err == nil && (best == "" || seq > bestSeq) {
-			best, bestSeq = filepath.Join(dir, n), seq
-		}
+	if len(files) == 0 {
+		return "", nil
 	}
-	return best, nil
+	return files[len(files)-1].path, nil
 }
 
 // RotatedName is the name File gets when rotated at t after the record
@@ -505,20 +488,10 @@ func (w *Writer) retry() {
 			return
 		}
 	}
-	ev := &Event{EventName: EventLogResumed, EventType: EventTypeService,
-		UserIdentity:    UserIdentity{Type: IdentityService, InvokedBy: EventSource},
-		SourceIPAddress: EventSource, UserAgent: EventSource,
-		AdditionalEventData: map[string]any{"unavailableSince": w.brokenAt.UTC().Format(time.RFC3339),
-			"error": cause.Error(), "refusedRequests": w.refused}}
-	ev.fill(w.cfg.Now())
-	eb := encoders.Get().(*encoder)
-	defer encoders.Put(eb)
-	if err := eb.encode(ev); err != nil {
-		w.cfg.Logger.Error("audit: encode the outage record", "err", err)
-		return
-	}
 	w.broken = nil
-	if err := w.appendRecord(eb, true); err != nil {
+	err := w.appendServiceEvent(EventLogResumed, map[string]any{"unavailableSince": w.brokenAt.UTC().Format(time.RFC3339),
+		"error": cause.Error(), "refusedRequests": w.refused}, true)
+	if err != nil {
 		if w.broken == nil { // refused before any write: still broken, as before
 			w.broken, w.retryable = cause, true
 			w.retryAt = w.cfg.Now().Add(w.backoff)
@@ -703,21 +676,27 @@ func (w *Writer) prune() {
 	if err := syncDir(w.cfg.File); err != nil {
 		w.cfg.Logger.Error("audit retention", "err", err)
 	}
-	ev := &Event{EventName: EventFilesDeleted, EventType: EventTypeService,
-		UserIdentity:    UserIdentity{Type: IdentityService, InvokedBy: EventSource},
-		SourceIPAddress: EventSource, UserAgent: EventSource,
-		AdditionalEventData: map[string]any{"deletedFiles": deleted, "retainFiles": w.cfg.RetainFiles,
-			"retainFor": w.cfg.RetainFor.String()}}
-	ev.fill(now)
-	eb := encoders.Get().(*encoder)
-	defer encoders.Put(eb)
-	err = eb.encode(ev)
-	if err == nil {
-		err = w.appendRecord(eb, false)
-	}
+	err = w.appendServiceEvent(EventFilesDeleted, map[string]any{"deletedFiles": deleted,
+		"retainFiles": w.cfg.RetainFiles, "retainFor": w.cfg.RetainFor.String()}, false)
 	if err != nil {
 		w.cfg.Logger.Error("audit retention: record the deletion", "err", err)
 	}
+}
+
+// appendServiceEvent appends a service event of the writer's own (its
+// outages, its retention) with data as its additionalEventData. The caller
+// holds mu.
+func (w *Writer) appendServiceEvent(name string, data map[string]any, sync bool) error {
+	ev := &Event{EventName: name, EventType: EventTypeService,
+		UserIdentity:    UserIdentity{Type: IdentityService, InvokedBy: EventSource},
+		SourceIPAddress: EventSource, UserAgent: EventSource, AdditionalEventData: data}
+	ev.fill(w.cfg.Now())
+	eb := encoders.Get().(*encoder)
+	defer encoders.Put(eb)
+	if err := eb.encode(ev); err != nil {
+		return err
+	}
+	return w.appendRecord(eb, sync)
 }
 
 type rotatedFile struct {

@@ -596,6 +596,15 @@ func TestRetentionByAge(t *testing.T) {
 	}
 	writeN(t, w, 5)
 	w.Close()
+	deleted := false
+	for _, f := range logFiles(t, cfg.File) {
+		for _, l := range readLines(t, f) {
+			deleted = deleted || bytes.Contains(l, []byte(`"eventName":"`+EventFilesDeleted+`"`))
+		}
+	}
+	if !deleted {
+		t.Error("no rotated file was deleted for its age")
+	}
 	for _, f := range logFiles(t, cfg.File)[:len(logFiles(t, cfg.File))-1] {
 		m := rotatedSuffix.FindStringSubmatch(strings.TrimPrefix(f, cfg.File))
 		at, _ := time.Parse("20060102T150405Z", m[1])

@@ -18,13 +18,14 @@ import (
 	"github.com/miekg/pkcs11"
 
 	"github.com/hsmkms/hsmkms/softhsm"
+	"github.com/hsmkms/hsmkms/softhsm/softhsmtest"
 )
 
 // Crash tests kill a process that is creating a key, at every write SoftHSM2
 // makes to the token while doing it, and look at what the token holds after.
 // The process is this test binary, re-executed with crashRoleEnv set; it gets
 // a token of its own (a process must not use the token of another that
-// creates objects), and testdata/sigkill_after_write.c, preloaded, kills it
+// creates objects), and softhsmtest.CrashShim's shim, preloaded, kills it
 // with SIGKILL right after the N-th write to an object file.
 const (
 	crashRoleEnv   = "HSMKMS_CRASH_ROLE" // "generate" or "inspect"
@@ -67,7 +68,7 @@ func TestKeyCreationSurvivesSIGKILL(t *testing.T) {
 		crashChild(t, role)
 		return
 	}
-	shim := buildCrashShim(t)
+	shim := softhsmtest.CrashShim(t)
 	for _, tc := range []crashCase{
 		{name: "AES", kind: "aes"},
 		{name: "AES with session copies", kind: "aes", copies: true},
@@ -106,7 +107,7 @@ func TestKeyCreationSurvivesSIGKILL(t *testing.T) {
 // option off; if it ever fails, SoftHSM2 has become atomic.
 func TestInPlaceGenerationIsNotCrashSafeOnSoftHSM2(t *testing.T) {
 	t.Parallel()
-	shim := buildCrashShim(t)
+	shim := softhsmtest.CrashShim(t)
 	tc := crashCase{name: "AES in place", kind: "aes", atomic: true}
 	tok := newCrashToken(t)
 	for n := 1; n <= 50; n++ {
@@ -255,23 +256,6 @@ func protectionProblems(tc crashCase, o ObjectInfo, n int) []string {
 		check(o.Verify && !o.Encrypt, "public half not for verifying only")
 	}
 	return p
-}
-
-// buildCrashShim compiles testdata/sigkill_after_write.c with the C compiler
-// cgo already needs. It fails (never skips) without one.
-func buildCrashShim(t *testing.T) string {
-	t.Helper()
-	cc := os.Getenv("CC")
-	if cc == "" {
-		cc = "gcc"
-	}
-	so := filepath.Join(t.TempDir(), "sigkill_after_write.so")
-	src := filepath.Join("testdata", "sigkill_after_write.c")
-	out, err := exec.Command(cc, "-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o", so, src, "-ldl").CombinedOutput()
-	if err != nil {
-		t.Fatalf("building the crash shim with %s (cgo needs a C compiler too: apt-get install -y gcc): %v\n%s", cc, err, out)
-	}
-	return so
 }
 
 // newCrashToken makes a SoftHSM2 token in a directory of its own.

@@ -177,15 +177,6 @@ func (g gatedStore) GranteeGrants(ctx context.Context, keyID, grantee string, fn
 	return g.inner.GranteeGrants(ctx, keyID, grantee, fn)
 }
 
-// Setting implements store.Store. Settings are made at start, outside any
-// request; one made within a request passes its gate like any write.
-func (g gatedStore) Setting(ctx context.Context, name string, init func() ([]byte, error)) ([]byte, error) {
-	if err := passGate(ctx); err != nil {
-		return nil, err
-	}
-	return g.inner.Setting(ctx, name, init)
-}
-
 // DeleteSetting implements store.Store.
 func (g gatedStore) DeleteSetting(ctx context.Context, name string) error {
 	if err := passGate(ctx); err != nil {

@@ -1,6 +1,7 @@
 package service
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -9,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/hsmkms/hsmkms/service/store"
 )
@@ -121,15 +124,31 @@ func TestLegacyMarkerKeyIsRemoved(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	ctx := context.Background()
-	st, err := store.Open(filepath.Join(t.TempDir(), "hsmkms.db"))
+	// The file as an earlier version left it: the key in the settings
+	// bucket.
+	path := filepath.Join(t.TempDir(), "hsmkms.db")
+	legacy := bytes.Repeat([]byte{0x5a}, 32)
+	db, err := bolt.Open(path, 0o600, nil)
+	if err == nil {
+		err = db.Update(func(tx *bolt.Tx) error {
+			b, err := tx.CreateBucketIfNotExists([]byte("settings"))
+			if err != nil {
+				return err
+			}
+			return b.Put([]byte(legacyMarkerSetting), legacy)
+		})
+		if cerr := db.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	legacy, err := st.Setting(ctx, legacyMarkerSetting, func() ([]byte, error) { return make([]byte, 32), nil })
-	if err != nil {
-		t.Fatal(err)
-	}
 	svc, err := New(Config{Token: f.token, Store: st, Region: "eu-west-1"})
 	if err != nil {
 		t.Fatal(err)

@@ -17,6 +17,7 @@ import (
 	"github.com/hsmkms/hsmkms/hsm"
 	"github.com/hsmkms/hsmkms/service/store"
 	"github.com/hsmkms/hsmkms/softhsm"
+	"github.com/hsmkms/hsmkms/softhsm/softhsmtest"
 )
 
 // The environment of the children TestReconcileReportsInterruptedCreateKey
@@ -30,7 +31,7 @@ const (
 )
 
 // TestReconcileReportsInterruptedCreateKey kills CreateKey right after each
-// write SoftHSM2 makes to an object file (hsm/testdata/sigkill_after_write.c,
+// write SoftHSM2 makes to an object file (softhsmtest.CrashShim,
 // preloaded; the hsm package's crash test explains it), until CreateKey
 // completes, and runs Reconcile as a restarted server would. Every object
 // file in the token must be accounted for: by the new key's record once
@@ -42,7 +43,7 @@ func TestReconcileReportsInterruptedCreateKey(t *testing.T) {
 		return
 	}
 	t.Parallel()
-	shim := buildReconcileShim(t)
+	shim := softhsmtest.CrashShim(t)
 	for _, tc := range []struct {
 		spec    string
 		objects int // token objects of one complete key
@@ -136,18 +137,6 @@ func objectFiles(t *testing.T, dir string) int {
 		}
 	}
 	return n
-}
-
-// buildReconcileShim compiles the hsm package's crash shim.
-func buildReconcileShim(t *testing.T) string {
-	t.Helper()
-	so := filepath.Join(t.TempDir(), "sigkill_after_write.so")
-	src := filepath.Join("..", "hsm", "testdata", "sigkill_after_write.c")
-	out, err := exec.Command("gcc", "-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o", so, src, "-ldl").CombinedOutput()
-	if err != nil {
-		t.Fatalf("building the crash shim (cgo needs gcc too: apt-get install -y gcc): %v\n%s", err, out)
-	}
-	return so
 }
 
 // runReconcileChild runs a child in role and reports whether SIGKILL ended it.

@@ -680,30 +680,6 @@ func (s *Bolt) GranteeGrants(_ context.Context, keyID, grantee string, fn func(*
 	return nil
 }
 
-// Setting implements Store.
-func (s *Bolt) Setting(_ context.Context, name string, init func() ([]byte, error)) ([]byte, error) {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	var out []byte
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(settingsBucket)
-		if v := b.Get([]byte(name)); v != nil {
-			out = bytes.Clone(v)
-			return nil
-		}
-		v, err := init()
-		if err != nil {
-			return err
-		}
-		out = v
-		return b.Put([]byte(name), v)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("store: setting %s: %w", name, err)
-	}
-	return out, nil
-}
-
 // DeleteSetting implements Store.
 func (s *Bolt) DeleteSetting(_ context.Context, name string) error {
 	s.wmu.Lock()

@@ -289,10 +289,9 @@ type Store interface {
 	// not keep the *Grant, and must not call the store.
 	GranteeGrants(ctx context.Context, keyID, grantee string, fn func(*Grant) bool) error
 
-	// Setting returns the named service setting, creating it with init (once,
-	// durably) if it does not exist yet.
-	Setting(ctx context.Context, name string, init func() ([]byte, error)) ([]byte, error)
-	// DeleteSetting removes a service setting; ErrNotFound if there is none.
+	// DeleteSetting removes a service setting that an earlier version kept
+	// (the settings bucket holds nothing hsmkms writes now); ErrNotFound if
+	// there is none.
 	DeleteSetting(ctx context.Context, name string) error
 
 	// AllKeys returns every record, of every account, in id order.
