@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"reflect"
 	"sync"
@@ -24,6 +23,7 @@ import (
 
 	"github.com/hsmkms/hsmkms/service"
 	"github.com/hsmkms/hsmkms/service/api/sigv4"
+	"github.com/hsmkms/hsmkms/service/api/transport"
 )
 
 // contentType is the AWS JSON 1.1 media type, sent on every response.
@@ -51,6 +51,10 @@ type Config struct {
 	// AuthFailureRecords bounds the records of failed authentication (the
 	// zero value: DefaultAuthFailureRecords).
 	AuthFailureRecords RecordRate
+	// Proxies are the peers believed when they say, by X-Forwarded-For,
+	// who their client is (aws:SourceIp and the audit record's
+	// sourceIPAddress). nil: none, the TCP peer is the client.
+	Proxies *transport.Proxies
 }
 
 // Server is the KMS endpoint. It is an http.Handler.
@@ -64,6 +68,7 @@ type Server struct {
 	authFails *authFailureLimiter
 	region    string
 	partition string
+	proxies   *transport.Proxies
 }
 
 // New builds the endpoint.
@@ -81,6 +86,7 @@ func New(cfg Config) (*Server, error) {
 		limit:  cfg.BodyLimit,
 		audit:  cfg.Audit,
 		region: cfg.Region, partition: "aws",
+		proxies: cfg.Proxies,
 	}
 	s.authFails = newAuthFailureLimiter(cfg.AuthFailureRecords, time.Now)
 	if s.log == nil {
@@ -216,11 +222,7 @@ func (s *Server) process(c echo.Context, x *exchange, resp *bytes.Buffer) error 
 			Cause: errors.New("credential has no principal")}
 	}
 	caller.AccessKeyID = cred.AccessKeyID
-	// The connection's peer, as policies see it (aws:SourceIp). hsmkms does
-	// not trust X-Forwarded-For: a proxy in front would hide the client.
-	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		caller.SourceIP = host
-	}
+	caller.SourceIP = s.proxies.ClientAddr(r)
 	caller.SecureTransport = r.TLS != nil
 	x.caller = &caller
 

@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"errors"
-	"net"
 	"reflect"
 	"strings"
 	"sync"
@@ -189,9 +188,7 @@ func (s *Server) event(c echo.Context, x *exchange, err error) *audit.Event {
 	if x.intentID != "" {
 		ev.AdditionalEventData = map[string]any{audit.IntentEventKey: x.intentID}
 	}
-	if host, _, e := net.SplitHostPort(r.RemoteAddr); e == nil {
-		ev.SourceIPAddress = host
-	}
+	ev.SourceIPAddress = s.proxies.ClientAddr(r)
 	if x.caller != nil {
 		ev.UserIdentity = identity(x.caller)
 		ev.RecipientAccountID = x.caller.Account
