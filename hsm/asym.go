@@ -352,11 +352,19 @@ func signMechanism(scheme SignScheme, h crypto.Hash, digest []byte) (*pkcs11.Mec
 // Sign signs digest (the hash h of the message) with r's private key in the
 // token. ECDSA signatures are returned DER-encoded.
 func (s *Session) Sign(r KeyRef, scheme SignScheme, h crypto.Hash, digest []byte) ([]byte, error) {
-	mech, data, err := signMechanism(scheme, h, digest)
-	if err != nil {
+	if _, _, err := signMechanism(scheme, h, digest); err != nil {
 		return nil, err
 	}
 	e, err := s.handle(r, pkcs11.CKO_PRIVATE_KEY)
+	if err != nil {
+		return nil, err
+	}
+	return s.signWith(e, scheme, h, digest)
+}
+
+// signWith signs digest with the private key of e.
+func (s *Session) signWith(e keyEntry, scheme SignScheme, h crypto.Hash, digest []byte) ([]byte, error) {
+	mech, data, err := signMechanism(scheme, h, digest)
 	if err != nil {
 		return nil, err
 	}

@@ -102,8 +102,8 @@ func TestLonePublicHalfIsReplaced(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		tk.keys.drop(objKey{r, pkcs11.CKO_PRIVATE_KEY})
-		tk.keys.drop(objKey{r, pkcs11.CKO_PUBLIC_KEY})
+		tk.keys.drop(objKey{ref: r, class: pkcs11.CKO_PRIVATE_KEY})
+		tk.keys.drop(objKey{ref: r, class: pkcs11.CKO_PUBLIC_KEY})
 		return tk.ctx.DestroyObject(s.h, h)
 	})
 	if err != nil {

@@ -1,6 +1,7 @@
 package hsm
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -54,6 +55,7 @@ type keyEntry struct {
 type objKey struct {
 	ref   KeyRef
 	class uint
+	name  string // a named key (KeyName.cacheKey), not a KMS key version
 }
 
 // keyCache maps key objects to handles so the hot path never searches the
@@ -200,7 +202,7 @@ func (t *Token) generate(ctx context.Context, r KeyRef, final [][]*pkcs11.Attrib
 				continue
 			}
 			if e, err := t.entryLocked(s, h, class); err == nil {
-				t.keys.set(objKey{r, class}, e)
+				t.keys.set(objKey{ref: r, class: class}, e)
 			}
 		}
 		return nil
@@ -313,7 +315,7 @@ func (t *Token) DestroyKey(ctx context.Context, r KeyRef) error {
 		t.objectsMu.Lock()
 		defer t.objectsMu.Unlock()
 		for _, class := range keyClasses {
-			if e, cached := t.keys.drop(objKey{r, class}); cached && e.use != e.object {
+			if e, cached := t.keys.drop(objKey{ref: r, class: class}); cached && e.use != e.object {
 				t.withLogin(func(login pkcs11.SessionHandle) { t.ctx.DestroyObject(login, e.use) })
 			}
 		}
@@ -403,7 +405,7 @@ func className(class uint) string {
 // once, from the token.
 func (s *Session) handle(r KeyRef, class uint) (keyEntry, error) {
 	t := s.t
-	k := objKey{r, class}
+	k := objKey{ref: r, class: class}
 	if e, ok := t.keys.get(k); ok {
 		return e, nil
 	}
@@ -691,6 +693,8 @@ func (s *Session) strayInfo(h pkcs11.ObjectHandle) (StrayObject, bool, error) {
 	o.ID, o.Label = attrs[0].Value, string(attrs[1].Value)
 	r, ok := refFromCKAID(o.ID)
 	switch {
+	case bytes.HasPrefix(o.ID, []byte(namedPrefix)):
+		return o, false, nil // a named key pair hsmkms made (GenerateNamedKeyPair)
 	case !ok:
 		o.Problem = problemNoRef
 	case o.Label == r.pendingLabel():

@@ -43,7 +43,7 @@ func TestReadyUsesTokenObjectCanary(t *testing.T) {
 	if found != 1 {
 		t.Fatalf("%d canary objects in the token, want 1", found)
 	}
-	if _, cached := tk.keys.get(objKey{canary, pkcs11.CKO_SECRET_KEY}); cached {
+	if _, cached := tk.keys.get(objKey{ref: canary, class: pkcs11.CKO_SECRET_KEY}); cached {
 		t.Fatal("the canary went through the key cache (and could be a session copy)")
 	}
 	// Another Token on the same token finds the canary rather than making a second.

@@ -97,7 +97,7 @@ func TestConcurrentFirstUseOfKeyPairs(t *testing.T) {
 		t.Error(err)
 	}
 	for _, r := range refs {
-		e, ok := tk.keys.get(objKey{r, pkcs11.CKO_PRIVATE_KEY})
+		e, ok := tk.keys.get(objKey{ref: r, class: pkcs11.CKO_PRIVATE_KEY})
 		if !ok || e.use == e.object {
 			t.Errorf("private half of %s not used through a session copy: %+v", r.Label(), e)
 		}

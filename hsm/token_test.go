@@ -385,11 +385,11 @@ func TestSessionCopiesAndOlderKeys(t *testing.T) {
 		t.Fatalf("decrypt under a non-copyable key = %q, %v", pt, err)
 	}
 	iv2, ct2 := seal(t, tk, fresh, nil, []byte("new"))
-	e, ok := tk.keys.get(objKey{fresh, pkcs11.CKO_SECRET_KEY})
+	e, ok := tk.keys.get(objKey{ref: fresh, class: pkcs11.CKO_SECRET_KEY})
 	if !ok || e.use == e.object {
 		t.Fatalf("fresh key not used through a session copy: %+v", e)
 	}
-	if e, _ := tk.keys.get(objKey{old, pkcs11.CKO_SECRET_KEY}); e.use != e.object {
+	if e, _ := tk.keys.get(objKey{ref: old, class: pkcs11.CKO_SECRET_KEY}); e.use != e.object {
 		t.Fatalf("old key has a copy it cannot have: %+v", e)
 	}
 	if pt, err := open(plain, fresh, iv2, nil, ct2); err != nil || string(pt) != "new" {
