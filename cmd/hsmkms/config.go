@@ -16,6 +16,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/hsmkms/hsmkms/service"
+	"github.com/hsmkms/hsmkms/service/api/transport"
 	"github.com/hsmkms/hsmkms/service/policy"
 )
 
@@ -34,7 +35,16 @@ type fileConfig struct {
 		MaxSessions      int    `yaml:"max_sessions"`
 		SessionKeyCopies *bool  `yaml:"session_key_copies"`
 	} `yaml:"pkcs11"`
-	Principals []principalConfig `yaml:"principals"`
+	TLS struct {
+		CertFile     string `yaml:"cert_file"`
+		Key          string `yaml:"key"`
+		ClientCAFile string `yaml:"client_ca_file"`
+	} `yaml:"tls"`
+	InsecureHTTP   bool              `yaml:"insecure_http"`
+	TrustedProxies []string          `yaml:"trusted_proxies"`
+	ProxyProtocol  bool              `yaml:"proxy_protocol"`
+	MaxConnections int               `yaml:"max_connections"`
+	Principals     []principalConfig `yaml:"principals"`
 	// Limits are the resource quotas (0 or absent: AWS's default).
 	Limits struct {
 		KeysPerAccount int `yaml:"keys_per_account"`
@@ -53,6 +63,11 @@ type principalConfig struct {
 	// Policies are the principal's IAM identity policies, in IAM's grammar
 	// written as YAML (or JSON, which is YAML).
 	Policies []any `yaml:"policies"`
+	// ClientCertificates, when given, bind the principal's access keys to
+	// client certificates: a request signed with one of them is refused
+	// unless its connection presented a verified certificate whose subject
+	// DN or a URI SAN (SPIFFE id) is listed. Needs tls.client_ca_file.
+	ClientCertificates []string `yaml:"client_certificates"`
 }
 
 // identityPolicies parses a principal's identity policies.
@@ -94,7 +109,26 @@ type options struct {
 	auditRetainAge                  time.Duration
 	auditMinFreeBytes               int64
 	limits                          service.Limits
+	tlsCert, tlsKey, tlsClientCA    string
+	insecureHTTP                    bool
+	trustedProxies                  stringList
+	proxyProtocol                   bool
+	maxConns                        int
 	file                            fileConfig
+}
+
+// stringList is a flag given as a comma-separated list.
+type stringList []string
+
+func (l *stringList) String() string { return strings.Join(*l, ",") }
+
+func (l *stringList) Set(s string) error {
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			*l = append(*l, v)
+		}
+	}
+	return nil
 }
 
 func parseServeFlags(args []string, stderr io.Writer) (*options, error) {
@@ -102,27 +136,15 @@ func parseServeFlags(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("hsmkms serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.listen, "listen", "", "address to listen on (default 127.0.0.1:8080)")
-	fs.StringVar(&o.dataDir, "data-dir", "", "directory for the metadata store and, with --dev, the SoftHSM2 token (default ./.hsmkms)")
-	fs.StringVar(&o.module, "pkcs11-module", "", "PKCS#11 module path (default /usr/lib/softhsm/libsofthsm2.so)")
-	fs.StringVar(&o.tokenLabel, "token-label", "", "label of the token to use")
-	fs.StringVar(&o.tokenSerial, "token-serial", "", "serial number of the token to use (instead of --token-label)")
-	fs.StringVar(&o.pinFile, "pin-file", "", "file holding the token user PIN (else $HSMKMS_PIN)")
 	fs.StringVar(&o.region, "region", "", "AWS region this endpoint answers for (default us-east-1)")
-	fs.StringVar(&o.configFile, "config", "", "YAML configuration file")
-	fs.BoolVar(&o.dev, "dev", false, "development mode: SoftHSM2 token and store under --data-dir, credentials test/test, loopback only")
-	fs.IntVar(&o.maxSessions, "max-sessions", 0, "maximum PKCS#11 sessions (default 32)")
-	fs.Func("session-key-copies", "use session-object copies of keys (default on with --dev)", func(s string) error {
-		switch s {
-		case "true", "1":
-			o.sessionKeyCopies = true
-		case "false", "0":
-			o.sessionKeyCopies = false
-		default:
-			return fmt.Errorf("want true or false")
-		}
-		o.sessionKeyCopiesSet = true
-		return nil
-	})
+	o.tokenFlags(fs)
+	fs.StringVar(&o.tlsCert, "tls-cert", "", "TLS certificate chain, PEM, leaf first (serve HTTPS)")
+	fs.StringVar(&o.tlsKey, "tls-key", "", "TLS private key: a PEM file, or a key pair in the token named by a pkcs11: URI (pkcs11:object=hsmkms-tls) or its label")
+	fs.StringVar(&o.tlsClientCA, "tls-client-ca", "", "require client certificates signed by the CA certificates in this PEM file (mutual TLS)")
+	fs.BoolVar(&o.insecureHTTP, "insecure-http", false, "allow plain HTTP on a non-loopback address (only behind a TLS-terminating proxy on the same host)")
+	fs.Var(&o.trustedProxies, "trusted-proxies", "comma-separated networks (CIDR) of proxies trusted to name the client (X-Forwarded-For, X-Forwarded-Proto, PROXY protocol)")
+	fs.BoolVar(&o.proxyProtocol, "proxy-protocol", false, "read a PROXY protocol header from connections of --trusted-proxies")
+	fs.IntVar(&o.maxConns, "max-connections", 0, fmt.Sprintf("bound on open connections; at it, idle and unfinished ones are closed first (default %d)", transport.DefaultMaxConns))
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.DurationVar(&o.reapInterval, "reap-interval", time.Minute, "how often keys whose deletion date passed are deleted")
 	fs.BoolVar(&o.audit, "audit", true, "write the tamper-evident audit log (every request; a request whose record cannot be written fails)")
@@ -150,6 +172,31 @@ func parseServeFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	o.defaults()
 	return o, o.check()
+}
+
+// tokenFlags registers the flags that choose and open the token (and, with
+// --dev, make it): serve and tls new-key take the same ones.
+func (o *options) tokenFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.dataDir, "data-dir", "", "directory for the metadata store and, with --dev, the SoftHSM2 token (default ./.hsmkms)")
+	fs.StringVar(&o.module, "pkcs11-module", "", "PKCS#11 module path (default /usr/lib/softhsm/libsofthsm2.so)")
+	fs.StringVar(&o.tokenLabel, "token-label", "", "label of the token to use")
+	fs.StringVar(&o.tokenSerial, "token-serial", "", "serial number of the token to use (instead of --token-label)")
+	fs.StringVar(&o.pinFile, "pin-file", "", "file holding the token user PIN (else $HSMKMS_PIN)")
+	fs.StringVar(&o.configFile, "config", "", "YAML configuration file")
+	fs.BoolVar(&o.dev, "dev", false, "development mode: SoftHSM2 token and store under --data-dir, credentials test/test, loopback only")
+	fs.IntVar(&o.maxSessions, "max-sessions", 0, "maximum PKCS#11 sessions (default 32)")
+	fs.Func("session-key-copies", "use session-object copies of keys (default on with --dev)", func(s string) error {
+		switch s {
+		case "true", "1":
+			o.sessionKeyCopies = true
+		case "false", "0":
+			o.sessionKeyCopies = false
+		default:
+			return fmt.Errorf("want true or false")
+		}
+		o.sessionKeyCopiesSet = true
+		return nil
+	})
 }
 
 func (o *options) loadFile() error {
@@ -192,6 +239,15 @@ func (o *options) loadFile() error {
 	setIntIf(&o.limits.KeysPerAccount, f.Limits.KeysPerAccount)
 	setIntIf(&o.limits.AliasesPerKey, f.Limits.AliasesPerKey)
 	setIntIf(&o.limits.GrantsPerKey, f.Limits.GrantsPerKey)
+	setIf(&o.tlsCert, f.TLS.CertFile)
+	setIf(&o.tlsKey, f.TLS.Key)
+	setIf(&o.tlsClientCA, f.TLS.ClientCAFile)
+	o.insecureHTTP = o.insecureHTTP || f.InsecureHTTP
+	o.proxyProtocol = o.proxyProtocol || f.ProxyProtocol
+	if len(o.trustedProxies) == 0 {
+		o.trustedProxies = f.TrustedProxies
+	}
+	setIntIf(&o.maxConns, f.MaxConnections)
 	return nil
 }
 
@@ -220,11 +276,8 @@ func (o *options) check() error {
 	if l := o.limits; l.KeysPerAccount < 0 || l.AliasesPerKey < 0 || l.GrantsPerKey < 0 {
 		return errors.New("limits must be positive (keys per account, aliases per key, grants per key)")
 	}
-	if o.tokenLabel != "" && o.tokenSerial != "" {
-		return errors.New("--token-label and --token-serial are mutually exclusive")
-	}
-	if !o.dev && o.tokenLabel == "" && o.tokenSerial == "" {
-		return errors.New("name the token with --token-label or --token-serial (or use --dev)")
+	if err := o.checkToken(); err != nil {
+		return err
 	}
 	if o.dev {
 		if err := loopbackOnly(o.listen); err != nil {
@@ -233,7 +286,7 @@ func (o *options) check() error {
 	} else if len(o.file.Principals) == 0 {
 		return errors.New("no principals configured: give --config with principals (or use --dev)")
 	}
-	return nil
+	return o.checkTransport()
 }
 
 // loopbackOnly refuses --dev on any address other people can reach: its

@@ -105,8 +105,8 @@ principals:
 	if c, ok := creds.Lookup("AKIAALICE"); !ok || string(c.Secret) != "alice-secret" {
 		t.Fatalf("credential for AKIAALICE: %+v, %v", c, ok)
 	}
-	c, _ := creds.Lookup("AKIAALICE")
-	if id := c.Principal.(service.Caller).Identity; len(id) != 2 || len(id[0].Statements) != 1 || !id[0].Statements[0].Allow || id[1].Statements[0].Allow {
+	alice, _, _ := creds.Principal("AKIAALICE")
+	if id := alice.Identity; len(id) != 2 || len(id[0].Statements) != 1 || !id[0].Statements[0].Allow || id[1].Statements[0].Allow {
 		t.Fatalf("alice's identity policies: %+v", id)
 	}
 	malformedPolicy := write("malformed.yaml", `version: v1

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	stdlog "log"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -18,6 +20,7 @@ import (
 	"github.com/hsmkms/hsmkms/hsm"
 	"github.com/hsmkms/hsmkms/service"
 	"github.com/hsmkms/hsmkms/service/api"
+	"github.com/hsmkms/hsmkms/service/api/transport"
 	"github.com/hsmkms/hsmkms/service/store"
 	"github.com/hsmkms/hsmkms/softhsm"
 )
@@ -40,6 +43,17 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
 
+	// The port first: a busy port fails at once, before a token or a data
+	// directory is made for nothing.
+	rawLn, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return err
+	}
+	defer rawLn.Close()
+	proxies, err := transport.ParseProxies(o.trustedProxies)
+	if err != nil {
+		return err
+	}
 	if err := privateDir(o.dataDir, log); err != nil {
 		return err
 	}
@@ -99,9 +113,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			}
 		}()
 	}
+	tlsCfg, err := o.serverTLS(ctx, tok, log)
+	if err != nil {
+		return err
+	}
 	live := &api.ReloadableCredentials{}
 	live.Store(creds)
-	apiCfg := api.Config{Service: svc, Credentials: live, Region: o.region, Logger: log}
+	apiCfg := api.Config{Service: svc, Credentials: live, Region: o.region, Logger: log, Proxies: proxies}
 	if auditLog != nil {
 		apiCfg.Audit = auditLog
 	}
@@ -140,26 +158,41 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}()
 	}
 
-	ln, err := net.Listen("tcp", o.listen)
-	if err != nil {
-		return err
-	}
+	ln := transport.NewListener(rawLn, transport.ListenerConfig{
+		MaxConns: o.maxConns, ProxyProtocol: o.proxyProtocol, Proxies: proxies,
+	})
 	srv := &http.Server{
-		Handler:           h,
+		Handler: h,
+		// Also the bound on a TLS handshake: http.Server gives a handshake
+		// the shortest of these timeouts.
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ConnState:         ln.ConnState,
+		ErrorLog:          stdlog.New(serverErrors{log}, "", 0),
 	}
-	endpoint := "http://" + ln.Addr().String()
+	scheme := "http"
+	if tlsCfg != nil {
+		scheme = "https"
+		srv.TLSConfig = tlsCfg.Config()
+	}
+	endpoint := scheme + "://" + rawLn.Addr().String()
 	log.Info("hsmkms serving", "endpoint", endpoint, "region", o.region, "dev", o.dev,
-		"token", o.tokenLabel+o.tokenSerial, "store", o.storePath())
+		"token", o.tokenLabel+o.tokenSerial, "store", o.storePath(), "mutual_tls", tlsCfg != nil && tlsCfg.MutualTLS(),
+		"trusted_proxies", o.trustedProxies, "proxy_protocol", o.proxyProtocol)
+	if tlsCfg == nil && loopbackOnly(o.listen) != nil {
+		log.Warn("serving plain HTTP off loopback (--insecure-http): requests and answers, plaintext and data keys among them, cross the network in clear unless a TLS-terminating proxy on this host is the only client", "listen", o.listen)
+	}
 	if o.dev {
-		fmt.Fprintf(stdout, "hsmkms (dev) listening on %s\n", endpoint)
-		fmt.Fprintf(stdout, "  AWS_ACCESS_KEY_ID=%s AWS_SECRET_ACCESS_KEY=%s AWS_REGION=%s\n", devAccessKey, devSecret, o.region)
-		fmt.Fprintf(stdout, "  aws kms create-key --endpoint-url %s\n", endpoint)
+		fmt.Fprintf(stdout, "hsmkms (dev) listening on %s (account %s)\n", endpoint, devAccount)
+		fmt.Fprintf(stdout, "  export AWS_ACCESS_KEY_ID=%s AWS_SECRET_ACCESS_KEY=%s AWS_REGION=%s AWS_DEFAULT_REGION=%s\n", devAccessKey, devSecret, o.region, o.region)
+		if tlsCfg != nil {
+			fmt.Fprintf(stdout, "  aws kms create-key --endpoint-url %s --ca-bundle CA.pem   # the CA that signed %s\n", endpoint, o.tlsCert)
+		} else {
+			fmt.Fprintf(stdout, "  aws kms create-key --endpoint-url %s\n", endpoint)
+		}
 	}
 
 	if o.reapInterval <= 0 {
@@ -180,11 +213,24 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	go func() {
 		for range hup {
 			o.reloadCredentials(live, log)
+			if tlsCfg != nil {
+				if l, err := tlsCfg.Reload(ctx); err != nil {
+					log.Error("SIGHUP: TLS certificate not reloaded; the running one stays", "err", err)
+				} else {
+					logLoaded(log, "SIGHUP: TLS certificate reloaded", o.tlsKey, l)
+				}
+			}
 		}
 	}()
 
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() {
+		if tlsCfg != nil {
+			errc <- srv.ServeTLS(ln, "", "")
+			return
+		}
+		errc <- srv.Serve(ln)
+	}()
 	select {
 	case err := <-errc:
 		return err
@@ -327,7 +373,7 @@ func (o *options) credentials() (api.StaticCredentials, error) {
 			if err != nil {
 				return nil, fmt.Errorf("config: access key %s of %s: %w", k.ID, p.ARN, err)
 			}
-			if err := creds.Add(k.ID, []byte(secret), service.Caller{Account: account, ARN: p.ARN, Identity: identity}); err != nil {
+			if err := creds.AddBound(k.ID, []byte(secret), service.Caller{Account: account, ARN: p.ARN, Identity: identity}, p.ClientCertificates); err != nil {
 				return nil, fmt.Errorf("config: %w", err)
 			}
 		}
@@ -357,4 +403,20 @@ func privateDir(dir string, log *slog.Logger) error {
 		log.Warn("data dir was readable by others: its mode is now private", "dir", dir, "was", fmt.Sprintf("%#o", perm), "now", fmt.Sprintf("%#o", perm&0o700))
 	}
 	return nil
+}
+
+// serverErrors takes http.Server's error log. A failed TLS handshake is
+// what every port scanner and every client with the wrong CA causes, and a
+// flood of them would flood the log: they go at debug level; the rest (a
+// panic in a handler, an accept error) at warn.
+type serverErrors struct{ log *slog.Logger }
+
+func (e serverErrors) Write(p []byte) (int, error) {
+	msg := strings.TrimSpace(string(p))
+	level := slog.LevelWarn
+	if strings.Contains(msg, "TLS handshake error") {
+		level = slog.LevelDebug
+	}
+	e.log.Log(context.Background(), level, msg)
+	return len(p), nil
 }

@@ -216,14 +216,22 @@ func (s *Server) process(c echo.Context, x *exchange, resp *bytes.Buffer) error 
 		x.akid = accessKeyOf(r.Header.Get("Authorization"))
 		return authError(err)
 	}
-	caller, ok := cred.Principal.(service.Caller)
+	p, ok := cred.Principal.(principal)
 	if !ok {
 		return &service.Error{Code: service.ExcInternal, Message: "An internal error occurred.",
 			Cause: errors.New("credential has no principal")}
 	}
+	caller := p.caller
 	caller.AccessKeyID = cred.AccessKeyID
+	if len(p.clientCerts) > 0 && !transport.Bound(r.TLS, p.clientCerts) {
+		// The signature is good, so whoever sent it holds the secret; but
+		// the key is bound to a client certificate this connection did not
+		// present. The secret alone is not enough.
+		x.caller = &caller
+		return service.Errorf(service.ExcAccessDenied, "Access key %s may be used only over a connection with its bound client certificate.", cred.AccessKeyID)
+	}
 	caller.SourceIP = s.proxies.ClientAddr(r)
-	caller.SecureTransport = r.TLS != nil
+	caller.SecureTransport = s.proxies.SecureTransport(r)
 	x.caller = &caller
 
 	op, ok := operations[x.target]

@@ -132,3 +132,25 @@ func forwardedAddr(s string) (netip.Addr, bool) {
 	}
 	return netip.Addr{}, false
 }
+
+// SecureTransport reports whether r reached hsmkms over TLS: its own
+// connection is TLS, or a trusted proxy that terminated TLS says so with
+// X-Forwarded-Proto: https (the last value: the one the nearest proxy
+// wrote). Any other peer's header is ignored.
+func (p *Proxies) SecureTransport(r *http.Request) bool {
+	if r.TLS != nil {
+		return true
+	}
+	if !p.Trusts(peerAddr(r.RemoteAddr)) {
+		return false
+	}
+	vals := r.Header.Values("X-Forwarded-Proto")
+	if len(vals) == 0 {
+		return false
+	}
+	last := vals[len(vals)-1]
+	if i := strings.LastIndexByte(last, ','); i >= 0 {
+		last = last[i+1:]
+	}
+	return strings.EqualFold(strings.TrimSpace(last), "https")
+}

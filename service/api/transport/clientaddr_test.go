@@ -57,3 +57,32 @@ func TestParseProxiesRefuses(t *testing.T) {
 		}
 	}
 }
+
+func TestSecureTransport(t *testing.T) {
+	p, err := ParseProxies([]string{"10.0.0.0/8"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name  string
+		peer  string
+		proto []string
+		want  bool
+	}{
+		{"plain, direct", "198.51.100.1:1", nil, false},
+		{"untrusted peer claims https", "198.51.100.1:1", []string{"https"}, false},
+		{"trusted proxy terminated TLS", "10.0.0.1:1", []string{"https"}, true},
+		{"trusted proxy got plain HTTP", "10.0.0.1:1", []string{"http"}, false},
+		{"client wrote https, proxy appended http", "10.0.0.1:1", []string{"https, http"}, false},
+		{"trusted proxy without the header", "10.0.0.1:1", nil, false},
+	}
+	for _, c := range cases {
+		r := &http.Request{RemoteAddr: c.peer, Header: http.Header{}}
+		for _, v := range c.proto {
+			r.Header.Add("X-Forwarded-Proto", v)
+		}
+		if got := p.SecureTransport(r); got != c.want {
+			t.Errorf("%s: SecureTransport = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
