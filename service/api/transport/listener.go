@@ -180,4 +180,3 @@ func (l *Listener) Stats() Stats {
 	l.mu.Unlock()
 	return Stats{Open: n, Displaced: l.displaced.Load(), Refused: l.refused.Load()}
 }
-

@@ -300,4 +300,3 @@ func CheckIdentity(id string) error {
 	}
 	return nil
 }
-
