@@ -16,7 +16,7 @@ DATA_DIR ?= .hsmkms
 TESTFLAGS ?=
 BENCHFLAGS ?= -duration 5s
 
-.PHONY: all build run test test-short bench fuzz vet fmt softhsm2 clean
+.PHONY: all build run test test-short bench fuzz vet fmt softhsm2 awscli clean
 
 all: build
 
@@ -33,6 +33,14 @@ softhsm2:
 		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2; \
 	fi
 
+# The AWS CLI: the end-to-end tests drive it over HTTPS, as users will.
+awscli:
+	@if ! command -v aws >/dev/null 2>&1; then \
+		echo "installing awscli with apt-get"; \
+		SUDO=; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq awscli; \
+	fi
+
 run: softhsm2 build
 	$(BIN)/hsmkms serve --dev --listen $(LISTEN) --data-dir $(DATA_DIR)
 
@@ -42,7 +50,7 @@ vet:
 fmt:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-test: softhsm2 fmt vet
+test: softhsm2 awscli fmt vet
 	$(GO) test -race -count=1 $(TESTFLAGS) ./...
 
 bench: softhsm2

@@ -638,7 +638,13 @@ func freeAddr(t testing.TB) string {
 // waitHealthy polls GET /healthz until it answers 200 or the process exits.
 func (p *proc) waitHealthy(t testing.TB, endpoint string) {
 	t.Helper()
-	hc := &http.Client{Timeout: time.Second}
+	p.waitHealthyWith(t, endpoint, &http.Client{Timeout: time.Second})
+}
+
+// waitHealthyWith is waitHealthy with a client of the caller's (one that
+// trusts the server's CA, for HTTPS).
+func (p *proc) waitHealthyWith(t testing.TB, endpoint string, hc *http.Client) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		select {

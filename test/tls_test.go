@@ -382,3 +382,56 @@ func TestHandshakeFloodDoesNotStarveClients(t *testing.T) {
 // discardLog takes http.Server's error log (failed handshakes are the point
 // of several tests here).
 var discardLog = stdlog.New(io.Discard, "", 0)
+
+// forwardingClient adds X-Forwarded-For to every request, as a proxy in
+// front of hsmkms would (or as an attacker would try).
+type forwardingClient struct {
+	hc  *http.Client
+	xff string
+}
+
+func (f forwardingClient) Do(r *http.Request) (*http.Response, error) {
+	r.Header.Set("X-Forwarded-For", f.xff)
+	return f.hc.Do(r)
+}
+
+// TestTrustedProxyForwardedFor: aws:SourceIp is the address a trusted proxy
+// names in X-Forwarded-For; from a peer that is not a trusted proxy the
+// header is ignored and the peer is the source.
+func TestTrustedProxyForwardedFor(t *testing.T) {
+	ca := newCA(t, "xff")
+	certFile, keyFile := ca.serverFiles(t, t.TempDir(), "server")
+	src := kmstransport.TLSSource{CertFile: certFile, KeyFile: keyFile}
+	behindProxy := startTLSServer(t, tlsOptions{src: src, proxies: []string{"127.0.0.1/32"}})
+	direct := startTLSServer(t, tlsOptions{src: src})
+	pol := `{"Version":"2012-10-17","Statement":[
+	 {"Sid":"root","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":"kms:*","Resource":"*"},
+	 {"Sid":"office only","Effect":"Deny","Principal":"*","Action":"kms:Encrypt","Resource":"*",
+	  "Condition":{"NotIpAddress":{"aws:SourceIp":"203.0.113.0/24"}}}]}`
+	ctx := ctxT(t)
+	for _, c := range []struct {
+		name   string
+		server *tlsServer
+		xff    string
+		allow  bool
+	}{
+		{"trusted proxy names an office address", behindProxy, "198.51.100.1, 203.0.113.9", true},
+		{"trusted proxy names another address", behindProxy, "203.0.113.9, 198.51.100.1", false},
+		{"untrusted peer claims an office address", direct, "203.0.113.9", false},
+	} {
+		hc := forwardingClient{httpsClient(ca, nil), c.xff}
+		kc := newClient(c.server.URL, mainAKID, mainSecret, hc)
+		k, err := kc.CreateKey(ctx, &kms.CreateKeyInput{Policy: aws.String(pol)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = kc.Encrypt(ctx, &kms.EncryptInput{KeyId: k.KeyMetadata.KeyId, Plaintext: []byte("x")})
+		var apiErr smithy.APIError
+		switch {
+		case c.allow && err != nil:
+			t.Errorf("%s: %v, want allowed", c.name, err)
+		case !c.allow && (!errors.As(err, &apiErr) || apiErr.ErrorCode() != "AccessDeniedException"):
+			t.Errorf("%s: %v, want AccessDeniedException", c.name, err)
+		}
+	}
+}

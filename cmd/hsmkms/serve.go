@@ -159,7 +159,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	ln := transport.NewListener(rawLn, transport.ListenerConfig{
-		MaxConns: o.maxConns, ProxyProtocol: o.proxyProtocol, Proxies: proxies,
+		MaxConns: connectionBound(o.maxConns, log), ProxyProtocol: o.proxyProtocol, Proxies: proxies,
 	})
 	srv := &http.Server{
 		Handler: h,
@@ -419,4 +419,26 @@ func (e serverErrors) Write(p []byte) (int, error) {
 	}
 	e.log.Log(context.Background(), level, msg)
 	return len(p), nil
+}
+
+// fdReserve are the file descriptors kept for what is not a client
+// connection: the token's sessions and files, the store, the audit log.
+const fdReserve = 256
+
+// connectionBound is the connection bound the process can keep: below its
+// file descriptor limit, so that connections run out before descriptors do
+// (when descriptors run out, accept fails for everyone, and the token and
+// the audit log can no longer open files).
+func connectionBound(want int, log *slog.Logger) int {
+	if want <= 0 {
+		want = transport.DefaultMaxConns
+	}
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur > uint64(want+fdReserve) {
+		return want
+	}
+	bound := max(int(lim.Cur)-fdReserve, 16)
+	log.Warn("connection bound lowered to fit the file descriptor limit; raise the limit (LimitNOFILE in systemd, ulimit -n) to allow more",
+		"max_connections", want, "now", bound, "nofile", lim.Cur)
+	return bound
 }
