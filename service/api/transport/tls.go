@@ -172,6 +172,14 @@ func (t *TLS) load(ctx context.Context) (*tls.Config, Loaded, error) {
 		NextProtos:   []string{"h2", "http/1.1"},
 		Certificates: []tls.Certificate{cert},
 	}
+	// Fresh session ticket keys with every load: a session resumed across a
+	// reload would skip the new configuration's checks (a client CA that
+	// was removed, say).
+	var ticketKey [32]byte
+	if _, err := rand.Read(ticketKey[:]); err != nil {
+		return nil, Loaded{}, fmt.Errorf("tls session ticket key: %w", err)
+	}
+	cfg.SetSessionTicketKeys([][32]byte{ticketKey})
 	l := Loaded{Subject: leaf.Subject.String(), DNSNames: leaf.DNSNames, NotAfter: leaf.NotAfter, KeyInFile: t.src.KeyFile != ""}
 	if t.src.ClientCAFile != "" {
 		pool, n, err := loadCAs(t.src.ClientCAFile)

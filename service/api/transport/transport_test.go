@@ -336,3 +336,38 @@ func TestProxyProtocol(t *testing.T) {
 		})
 	}
 }
+
+// TestReloadEndsSessionResumption: a session ticket issued before a reload
+// does not resume after it, so no connection skips the new configuration's
+// checks; before a reload it does resume.
+func TestReloadEndsSessionResumption(t *testing.T) {
+	p := newPKI(t)
+	now := time.Now()
+	cert, key := p.leaf(t, "a", now.Add(-time.Hour), now.Add(time.Hour))
+	tc, _, err := NewTLS(context.Background(), TLSSource{CertFile: cert, KeyFile: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := net.Listen("tcp", "127.0.0.1:0")
+	ln := NewListener(raw, ListenerConfig{})
+	serve(t, ln, tc)
+	cache := tls.NewLRUClientSessionCache(4)
+	resumed := func() bool {
+		c, err := tls.Dial("tcp", raw.Addr().String(), &tls.Config{RootCAs: p.pool(), ClientSessionCache: cache, MaxVersion: tls.VersionTLS12})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.ConnectionState().DidResume
+	}
+	resumed() // gets a ticket
+	if !resumed() {
+		t.Fatal("no resumption before the reload: the test proves nothing")
+	}
+	if _, err := tc.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if resumed() {
+		t.Error("a session from before the reload resumed after it")
+	}
+}
