@@ -244,3 +244,34 @@ func TestBinaryWrongPIN(t *testing.T) {
 		t.Errorf("exit status %d after SIGTERM\nstderr:\n%s", code, p.stderr)
 	}
 }
+
+// TestBinarySecondServeOnOneDataDir: a second `hsmkms serve` on a data
+// directory another one is serving stops at once and says why, naming the
+// store file; the first goes on serving.
+func TestBinarySecondServeOnOneDataDir(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	first, endpoint := startDev(t, dir)
+
+	second := startProc(t, cleanEnv(), "serve", "--dev", "--data-dir", dir, "--listen", freeAddr(t), "--log-level", "warn")
+	if code := second.wait(t, 30*time.Second); code == 0 {
+		t.Fatalf("a second serve on the same data directory exited 0\nstderr:\n%s", second.stderr)
+	}
+	stderr := second.stderr.String()
+	for _, want := range []string{filepath.Join(dir, "hsmkms.db"), "another hsmkms"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("the second serve's stderr does not say %q:\n%s", want, stderr)
+		}
+	}
+
+	c := newClient(endpoint, "test", "test", nil)
+	md := createKey(t, c)
+	if got := decrypt(t, c, encrypt(t, c, aws.ToString(md.KeyId), []byte("still here"), nil), nil).Plaintext; string(got) != "still here" {
+		t.Errorf("the first server after the refused second: round trip gave %q", got)
+	}
+	select {
+	case <-first.done:
+		t.Fatalf("the first server exited: %v\nstderr:\n%s", first.err, first.stderr)
+	default:
+	}
+}
