@@ -15,13 +15,16 @@ DATA_DIR ?= .hsmkms
 # Extra flags for go test, e.g. make test TESTFLAGS=-v
 TESTFLAGS ?=
 BENCHFLAGS ?= -duration 5s
+# What `hsmkms version` prints: the nearest tag, commits since and commit
+# (git describe), or "dev" where there is no git checkout.
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 .PHONY: all build run test test-short bench fuzz vet fmt softhsm2 clean
 
 all: build
 
 build:
-	$(GO) build -o $(BIN)/hsmkms ./cmd/hsmkms
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN)/hsmkms ./cmd/hsmkms
 	$(GO) build -o $(BIN)/hsmkms-bench ./cmd/hsmkms-bench
 
 # SoftHSM2 is the development token. Installed with apt when missing (as root,

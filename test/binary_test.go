@@ -2,6 +2,7 @@ package test
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -273,5 +274,34 @@ func TestBinarySecondServeOnOneDataDir(t *testing.T) {
 	case <-first.done:
 		t.Fatalf("the first server exited: %v\nstderr:\n%s", first.err, first.stderr)
 	default:
+	}
+}
+
+// TestBinaryVersionAndHelp: the binary reports the version it was stamped
+// with at build (hsmkmsBinary stamps it as the Makefile does), and prints its
+// usage when asked, with status 0.
+func TestBinaryVersionAndHelp(t *testing.T) {
+	t.Parallel()
+	bin := hsmkmsBinary(t)
+	out, err := exec.Command(bin, "version").Output()
+	if err != nil {
+		t.Fatalf("hsmkms version: %v", err)
+	}
+	if binVersion == "" || string(out) != "hsmkms "+binVersion+"\n" {
+		t.Errorf("hsmkms version printed %q, want %q", out, "hsmkms "+binVersion+"\n")
+	}
+	for _, args := range [][]string{{"--help"}, {"-h"}, {"help"}} {
+		out, err := exec.Command(bin, args...).Output()
+		if err != nil || !strings.Contains(string(out), "hsmkms serve") {
+			t.Errorf("hsmkms %s: %v, stdout %q", args[0], err, out)
+		}
+	}
+	cmd := exec.Command(bin)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(stderr.String(), "hsmkms serve") {
+		t.Errorf("hsmkms without a command: %v, stderr %q; want status 1 and the usage", err, &stderr)
 	}
 }
