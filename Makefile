@@ -19,7 +19,7 @@ BENCHFLAGS ?= -duration 5s
 # (git describe), or "dev" where there is no git checkout.
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build run test test-short bench fuzz vet fmt softhsm2 clean
+.PHONY: all build run test bench fuzz vet fmt softhsm2 clean
 
 all: build
 
