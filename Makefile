@@ -1,5 +1,7 @@
 # hsmkms — build, run, test and benchmark.
 #
+#   make build   bin/hsmkms (hsmkms version prints $(VERSION): git describe,
+#                or VERSION=... given to make) and bin/hsmkms-bench
 #   make run     start hsmkms on 127.0.0.1:8080 with a SoftHSM2 dev token and
 #                a bbolt store under ./.hsmkms/ (created if needed)
 #   make test    the whole test suite (needs SoftHSM2; installed if missing)
