@@ -4,7 +4,11 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=1 go build -trimpath -o /out/hsmkms ./cmd/hsmkms
+# What `hsmkms version` prints; the build context has no git history
+# (.dockerignore), so the caller passes it:
+#   docker build --build-arg VERSION=$(git describe --tags --always --dirty) .
+ARG VERSION=dev
+RUN CGO_ENABLED=1 go build -trimpath -buildvcs=false -ldflags "-X main.version=${VERSION}" -o /out/hsmkms ./cmd/hsmkms
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends softhsm2 curl ca-certificates \

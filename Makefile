@@ -1,5 +1,7 @@
 # hsmkms — build, run, test and benchmark.
 #
+#   make build   bin/hsmkms (hsmkms version prints $(VERSION): git describe,
+#                or VERSION=... given to make) and bin/hsmkms-bench
 #   make run     start hsmkms on 127.0.0.1:8080 with a SoftHSM2 dev token and
 #                a bbolt store under ./.hsmkms/ (created if needed)
 #   make test    the whole test suite (needs SoftHSM2; installed if missing)
@@ -15,13 +17,16 @@ DATA_DIR ?= .hsmkms
 # Extra flags for go test, e.g. make test TESTFLAGS=-v
 TESTFLAGS ?=
 BENCHFLAGS ?= -duration 5s
+# What `hsmkms version` prints: the nearest tag, commits since and commit
+# (git describe), or "dev" where there is no git checkout.
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build run test test-short bench fuzz vet fmt softhsm2 awscli clean
+.PHONY: all build run test bench fuzz vet fmt softhsm2 awscli clean
 
 all: build
 
 build:
-	$(GO) build -o $(BIN)/hsmkms ./cmd/hsmkms
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN)/hsmkms ./cmd/hsmkms
 	$(GO) build -o $(BIN)/hsmkms-bench ./cmd/hsmkms-bench
 
 # SoftHSM2 is the development token. Installed with apt when missing (as root,

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 )
 
@@ -110,6 +111,33 @@ func Verify(files []string, publicKeySPKI []byte) (*Report, error) {
 			rep.Unsigned, rep.LastSeq-uint64(rep.Unsigned)+1, rep.LastSeq))
 	}
 	return rep, nil
+}
+
+// LogFiles returns the files of the log whose current file is file, in the
+// order Verify takes them: its rotated files (file.<time>.<seq>, by seq),
+// then file itself if it exists. So a log can be named by its current
+// file's path whether or not it was ever rotated, and a rotated file alone
+// is just itself. If there is no file at all, the error wraps
+// os.ErrNotExist.
+func LogFiles(file string) ([]string, error) {
+	rotated, err := rotatedFiles(file)
+	if err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	files := make([]string, 0, len(rotated)+1)
+	for _, r := range rotated {
+		files = append(files, r.path)
+	}
+	switch _, err := os.Stat(file); {
+	case err == nil:
+		files = append(files, file)
+	case !errors.Is(err, os.ErrNotExist):
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("audit: no log: neither %s nor rotated files %s.<time>.<seq> exist: %w", file, filepath.Base(file), os.ErrNotExist)
+	}
+	return files, nil
 }
 
 type verifier struct {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -248,5 +250,51 @@ func TestVerifyRejectsNonCanonicalLines(t *testing.T) {
 		if _, err := parseLine(l); err != nil {
 			t.Errorf("line %d: %v", i+1, err)
 		}
+	}
+}
+
+// TestLogFiles lists a log's files in chain order: rotated files by the seq
+// in their names (not by name, nor by the time in them, which a clock set
+// back can disorder), then the current file; other files beside them are
+// not the log's.
+func TestLogFiles(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	current := filepath.Join(dir, "audit.log")
+	// Name order and time order both differ from seq order here.
+	rotated := []string{
+		current + ".20260102T000000Z.000000000007",
+		current + ".20260101T000000Z.999999999999",
+		current + ".20260101T000000Z.1000000000000",
+	}
+	others := []string{current + ".bak", current + ".20260101T000000Z.12", filepath.Join(dir, "other.log.20260101T000000Z.000000000001")}
+	for _, name := range append(append([]string{}, rotated...), others...) {
+		if err := os.WriteFile(name, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := LogFiles(current)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := rotated; !slices.Equal(got, want) {
+		t.Errorf("before the current file exists (right after a rotation): %q, want %q", got, want)
+	}
+	if err := os.WriteFile(current, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err = LogFiles(current)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := append(append([]string{}, rotated...), current); !slices.Equal(got, want) {
+		t.Errorf("LogFiles = %q, want %q", got, want)
+	}
+	// A rotated file names only itself.
+	if got, err := LogFiles(rotated[0]); err != nil || !slices.Equal(got, rotated[:1]) {
+		t.Errorf("LogFiles(%s) = %q, %v", rotated[0], got, err)
+	}
+	if _, err := LogFiles(filepath.Join(dir, "none.log")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a log that does not exist: %v, want os.ErrNotExist", err)
 	}
 }

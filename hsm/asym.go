@@ -52,7 +52,7 @@ const (
 	UsageDecrypt
 )
 
-// pairTemplates returns the attributes of a key pair's halves for r (DESIGN.md,
+// pairTemplates returns the attributes of a key pair's halves for r (docs/ARCHITECTURE.md,
 // decisions 1 and 4): both token-resident and private to the logged-in user;
 // the private half sensitive and never extractable, allowed only usage; the
 // public half never modifiable, so no one can swap the key a Verify trusts.

@@ -13,7 +13,7 @@
 // process killed during creation leaves no half-made, unprotected key object;
 // StrayObjects reports whatever an interrupted creation does leave.
 //
-// It recovers from token faults without a restart (DESIGN.md, decision 6): a
+// It recovers from token faults without a restart (docs/ARCHITECTURE.md, decision 6): a
 // broken session is discarded; a lost login is restored; a failure that may
 // mean the module lost the token's storage is confirmed by a probe and then
 // repaired by re-initialising the module, which logs every Token on it in

@@ -96,7 +96,7 @@ func (c *keyCache) reset() {
 	c.mu.Unlock()
 }
 
-// aesTemplate is the attribute set of every AES key version (DESIGN.md,
+// aesTemplate is the attribute set of every AES key version (docs/ARCHITECTURE.md,
 // decision 1): token-resident, private, sensitive, never extractable, usable
 // only to encrypt and decrypt, and not modifiable — unless session copies are
 // on: SoftHSM2 refuses C_CopyObject with any template on a non-modifiable

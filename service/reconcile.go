@@ -8,8 +8,9 @@ import (
 	"github.com/hsmkms/hsmkms/hsm"
 )
 
-// ReconcileReport compares the store with the token (DESIGN.md, decision 5).
-// Nothing is deleted: orphans are reported for an operator to look at.
+// ReconcileReport compares the store with the token (docs/ARCHITECTURE.md,
+// decision 5). Nothing is deleted: orphans are reported for an operator to
+// look at.
 type ReconcileReport struct {
 	Keys int
 	// Missing lists key versions whose record exists but whose token object

@@ -2,6 +2,7 @@ package test
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -242,5 +243,65 @@ func TestBinaryWrongPIN(t *testing.T) {
 	}
 	if code := p.wait(t, 20*time.Second); code != 0 {
 		t.Errorf("exit status %d after SIGTERM\nstderr:\n%s", code, p.stderr)
+	}
+}
+
+// TestBinarySecondServeOnOneDataDir: a second `hsmkms serve` on a data
+// directory another one is serving stops at once and says why, naming the
+// store file; the first goes on serving.
+func TestBinarySecondServeOnOneDataDir(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	first, endpoint := startDev(t, dir)
+
+	second := startProc(t, cleanEnv(), "serve", "--dev", "--data-dir", dir, "--listen", freeAddr(t), "--log-level", "warn")
+	if code := second.wait(t, 30*time.Second); code == 0 {
+		t.Fatalf("a second serve on the same data directory exited 0\nstderr:\n%s", second.stderr)
+	}
+	stderr := second.stderr.String()
+	for _, want := range []string{filepath.Join(dir, "hsmkms.db"), "another hsmkms"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("the second serve's stderr does not say %q:\n%s", want, stderr)
+		}
+	}
+
+	c := newClient(endpoint, "test", "test", nil)
+	md := createKey(t, c)
+	if got := decrypt(t, c, encrypt(t, c, aws.ToString(md.KeyId), []byte("still here"), nil), nil).Plaintext; string(got) != "still here" {
+		t.Errorf("the first server after the refused second: round trip gave %q", got)
+	}
+	select {
+	case <-first.done:
+		t.Fatalf("the first server exited: %v\nstderr:\n%s", first.err, first.stderr)
+	default:
+	}
+}
+
+// TestBinaryVersionAndHelp: the binary reports the version it was stamped
+// with at build (hsmkmsBinary stamps it as the Makefile does), and prints its
+// usage when asked, with status 0.
+func TestBinaryVersionAndHelp(t *testing.T) {
+	t.Parallel()
+	bin := hsmkmsBinary(t)
+	out, err := exec.Command(bin, "version").Output()
+	if err != nil {
+		t.Fatalf("hsmkms version: %v", err)
+	}
+	if binVersion == "" || string(out) != "hsmkms "+binVersion+"\n" {
+		t.Errorf("hsmkms version printed %q, want %q", out, "hsmkms "+binVersion+"\n")
+	}
+	for _, args := range [][]string{{"--help"}, {"-h"}, {"help"}} {
+		out, err := exec.Command(bin, args...).Output()
+		if err != nil || !strings.Contains(string(out), "hsmkms serve") {
+			t.Errorf("hsmkms %s: %v, stdout %q", args[0], err, out)
+		}
+	}
+	cmd := exec.Command(bin)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(stderr.String(), "hsmkms serve") {
+		t.Errorf("hsmkms without a command: %v, stderr %q; want status 1 and the usage", err, &stderr)
 	}
 }

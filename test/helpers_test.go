@@ -509,13 +509,15 @@ func wantKMSHeaders(t testing.TB, what string, h http.Header) {
 // ---- the hsmkms binary ----
 
 var (
-	binOnce sync.Once
-	binDir  string
-	binPath string
-	binErr  error
+	binOnce    sync.Once
+	binDir     string
+	binPath    string
+	binVersion string // the version stamped into it
+	binErr     error
 )
 
-// hsmkmsBinary builds cmd/hsmkms once per test run.
+// hsmkmsBinary builds cmd/hsmkms once per test run, with its version
+// stamped as the Makefile stamps it.
 func hsmkmsBinary(t testing.TB) string {
 	t.Helper()
 	binOnce.Do(func() {
@@ -524,7 +526,11 @@ func hsmkmsBinary(t testing.TB) string {
 			return
 		}
 		binPath = filepath.Join(binDir, "hsmkms")
-		cmd := exec.Command("go", "build", "-o", binPath, "../cmd/hsmkms")
+		binVersion = "dev"
+		if out, err := exec.Command("git", "describe", "--tags", "--always", "--dirty").Output(); err == nil {
+			binVersion = strings.TrimSpace(string(out))
+		}
+		cmd := exec.Command("go", "build", "-ldflags", "-X main.version="+binVersion, "-o", binPath, "../cmd/hsmkms")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			binErr = fmt.Errorf("go build ../cmd/hsmkms: %v\n%s", err, out)

@@ -329,3 +329,25 @@ func TestBinaryConnectionBoundFitsFileLimit(t *testing.T) {
 		t.Errorf("the flood exhausted the file descriptors:\n%s", p.stderr)
 	}
 }
+
+// TestBinaryBusyPortCreatesNothing: a port in use fails the start before a
+// data directory or a dev token is made.
+func TestBinaryBusyPortCreatesNothing(t *testing.T) {
+	t.Parallel()
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	data := filepath.Join(t.TempDir(), "data")
+	p := startProc(t, cleanEnv(), "serve", "--dev", "--data-dir", data, "--listen", busy.Addr().String())
+	if code := p.wait(t, 20*time.Second); code == 0 {
+		t.Fatal("serve on a busy port exited 0")
+	}
+	if !strings.Contains(p.stderr.String(), "address already in use") {
+		t.Errorf("stderr does not say the port is busy:\n%s", p.stderr)
+	}
+	if _, err := os.Stat(data); !os.IsNotExist(err) {
+		t.Errorf("the failed start made %s: %v", data, err)
+	}
+}

@@ -12,7 +12,7 @@ import (
 
 // TestTokenObjects looks inside the token after keys were made through the
 // API: one object per key, and every hsmkms key object is protected as
-// DESIGN.md decision 1 says.
+// docs/ARCHITECTURE.md, decision 1, says.
 func TestTokenObjects(t *testing.T) {
 	t.Parallel()
 	s := startServer(t)

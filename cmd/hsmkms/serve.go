@@ -25,7 +25,7 @@ import (
 	"github.com/hsmkms/hsmkms/softhsm"
 )
 
-// Dev mode identity (DESIGN.md, decision 8).
+// Dev mode identity (docs/ARCHITECTURE.md, decision 8).
 const (
 	devAccount   = "111122223333"
 	devAccessKey = "test"
@@ -57,6 +57,17 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := privateDir(o.dataDir, log); err != nil {
 		return err
 	}
+	// The store next: another hsmkms holding this data directory is found
+	// before the token is touched (or, with --dev, made).
+	st, err := store.Open(o.storePath())
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := st.Close(); err != nil {
+			log.Error("close store", "err", err)
+		}
+	}()
 	pin, err := o.tokenPIN(ctx)
 	if err != nil {
 		return err
@@ -76,15 +87,6 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer func() {
 		if err := tok.Close(); err != nil {
 			log.Error("close token", "err", err)
-		}
-	}()
-	st, err := store.Open(o.storePath())
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err := st.Close(); err != nil {
-			log.Error("close store", "err", err)
 		}
 	}()
 	now, hook, err := testHooks()

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 var (
@@ -74,16 +75,19 @@ type legacyKey struct {
 // in one transaction; a crash in between leaves copies that the next Open
 // recognises, so it finishes the move without duplicating a grant. Grants
 // whose key is gone (a crash in the middle of DeleteKey) are removed.
+//
+// A file another process has open (another hsmkms on the same data
+// directory) is refused with ErrLocked after LockTimeout.
 func Open(path string) (*Bolt, error) {
-	opts := &bolt.Options{Timeout: 5 * time.Second}
-	db, err := bolt.Open(path, 0o600, opts)
+	opts := &bolt.Options{Timeout: LockTimeout}
+	db, err := openFile(path, opts)
 	if err != nil {
-		return nil, fmt.Errorf("store: open %s: %w", path, err)
+		return nil, err
 	}
-	gdb, err := bolt.Open(GrantsPath(path), 0o600, opts)
+	gdb, err := openFile(GrantsPath(path), opts)
 	if err != nil {
 		db.Close()
-		return nil, fmt.Errorf("store: open %s: %w", GrantsPath(path), err)
+		return nil, err
 	}
 	s := &Bolt{db: db, gdb: gdb, keys: make(map[string]Key), aliases: make(map[string]Alias),
 		keysPerAccount: make(map[string]int), aliasesPerKey: make(map[string]int), grants: newGrantIndex()}
@@ -93,6 +97,28 @@ func Open(path string) (*Bolt, error) {
 		return nil, fmt.Errorf("store: load %s: %w", path, err)
 	}
 	return s, nil
+}
+
+// LockTimeout is how long Open waits for another process to release a store
+// file. bbolt holds an exclusive flock on an open file for as long as it is
+// open, and the kernel drops it the moment its process exits, so a wait
+// only helps when a previous hsmkms is in its last instant; one that is still
+// running (or still shutting down, which may take 30 s) holds the file for
+// far longer than anyone should wait to be told so. One second covers the
+// first case and answers the second quickly.
+const LockTimeout = time.Second
+
+// openFile opens one bbolt file, naming another process's lock on it.
+func openFile(path string, opts *bolt.Options) (*bolt.DB, error) {
+	db, err := bolt.Open(path, 0o600, opts)
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("store: open %s: %w: another process, most likely another hsmkms on the same data directory, holds it open (bbolt: %w after %v); stop that process or give this one another data directory",
+			path, ErrLocked, err, opts.Timeout)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	return db, nil
 }
 
 func (s *Bolt) load() error {

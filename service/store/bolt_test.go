@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -190,5 +191,47 @@ func TestBoltAliases(t *testing.T) {
 	}
 	if err := s.DeleteAlias(ctx, "A", "alias/one"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("second DeleteAlias: %v", err)
+	}
+}
+
+// TestOpenLockedByAnotherOpen opens a store that is already open. bbolt's
+// flock belongs to the open file, so a second Open in this process meets it
+// as another hsmkms would: refused with ErrLocked, naming the file, and the
+// first store still works. Once it is closed, the file opens again.
+func TestOpenLockedByAnotherOpen(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "hsmkms.db")
+	first, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := Open(path)
+	if err == nil {
+		second.Close()
+		first.Close()
+		t.Fatal("a second Open of an open store succeeded")
+	}
+	if !errors.Is(err, ErrLocked) {
+		t.Errorf("second Open: %v, want ErrLocked", err)
+	}
+	for _, want := range []string{path, "another hsmkms"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("second Open: %q does not say %q", err, want)
+		}
+	}
+	k := newKey("00000000-0000-4000-8000-000000000001", "111122223333")
+	if err := first.CreateKey(context.Background(), k, 0); err != nil {
+		t.Fatalf("the first store after the refused Open: %v", err)
+	}
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	again, err := Open(path)
+	if err != nil {
+		t.Fatalf("Open after Close: %v", err)
+	}
+	defer again.Close()
+	if _, err := again.GetKey(context.Background(), k.ID); err != nil {
+		t.Errorf("key written by the first store: %v", err)
 	}
 }

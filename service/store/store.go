@@ -35,6 +35,9 @@ var (
 	// ErrLimitExceeded: the write would take a count past the limit the
 	// caller gave; nothing was written. The error is a *LimitError.
 	ErrLimitExceeded = errors.New("store: limit exceeded")
+	// ErrLocked: Open found the store's file locked by another process
+	// (another hsmkms on the same data directory).
+	ErrLocked = errors.New("the file is locked")
 )
 
 // LimitError is the refusal of a write that a limit forbids: Usage is the
