@@ -1,6 +1,6 @@
 module github.com/hsmkms/hsmkms
 
-go 1.26
+go 1.26.0
 
 require (
 	github.com/ThalesGroup/crypto11 v1.6.2
@@ -14,6 +14,7 @@ require (
 	github.com/miekg/pkcs11 v1.1.2
 	go.etcd.io/bbolt v1.5.0
 	go.yaml.in/yaml/v3 v3.0.6
+	golang.org/x/time v0.16.0
 )
 
 require (

@@ -184,7 +184,7 @@ type encryptArm struct {
 	url       string
 	wantProto string // resp.Proto every response must have
 	wantTLS   bool
-	hc        *countingClient
+	hc        *protoCounter
 	sdk       *kms.Client
 }
 
@@ -193,7 +193,7 @@ type encryptArm struct {
 // default), changed only where the benchmark needs it. roots nil: plain HTTP.
 // "HTTP/1.1" restricts the client to HTTP/1.1.
 func newEncryptArm(name, url string, roots *x509.CertPool, proto string) *encryptArm {
-	hc := &countingClient{byProto: map[string]int{}}
+	hc := &protoCounter{byProto: map[string]int{}}
 	hc.client = awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
 		tr.Proxy = nil
 		// The SDK keeps 10 idle connections per host: fewer than 16
@@ -224,9 +224,9 @@ func newEncryptArm(name, url string, roots *x509.CertPool, proto string) *encryp
 		sdk: newClient(url, mainAKID, mainSecret, hc)}
 }
 
-// countingClient counts what the server answered with: responses by
+// protoCounter counts what the server answered with: responses by
 // protocol (resp.Proto) and over TLS, and the connections dialled.
-type countingClient struct {
+type protoCounter struct {
 	client aws.HTTPClient
 	dials  atomic.Int64
 	tls    atomic.Int64
@@ -235,7 +235,7 @@ type countingClient struct {
 	byProto map[string]int
 }
 
-func (c *countingClient) Do(req *http.Request) (*http.Response, error) {
+func (c *protoCounter) Do(req *http.Request) (*http.Response, error) {
 	resp, err := c.client.Do(req)
 	if err != nil {
 		return nil, err
@@ -249,7 +249,7 @@ func (c *countingClient) Do(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-func (c *countingClient) reset() {
+func (c *protoCounter) reset() {
 	c.dials.Store(0)
 	c.tls.Store(0)
 	c.mu.Lock()

@@ -10,12 +10,14 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
 	"github.com/hsmkms/hsmkms/service"
+	"github.com/hsmkms/hsmkms/service/api"
 	"github.com/hsmkms/hsmkms/service/api/transport"
 	"github.com/hsmkms/hsmkms/service/policy"
 )
@@ -51,6 +53,7 @@ type fileConfig struct {
 		AliasesPerKey  int `yaml:"aliases_per_key"`
 		GrantsPerKey   int `yaml:"grants_per_key"`
 	} `yaml:"limits"`
+	RateLimits rateLimitsFile `yaml:"rate_limits"`
 }
 
 type principalConfig struct {
@@ -114,6 +117,7 @@ type options struct {
 	trustedProxies                  stringList
 	proxyProtocol                   bool
 	maxConns                        int
+	rateLimits                      rateLimitOptions
 	file                            fileConfig
 }
 
@@ -159,6 +163,7 @@ func parseServeFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.limits.KeysPerAccount, "keys-per-account", 0, fmt.Sprintf("quota of keys per account, in every state (default %d, AWS's)", service.DefaultKeysPerAccount))
 	fs.IntVar(&o.limits.AliasesPerKey, "aliases-per-key", 0, fmt.Sprintf("quota of aliases per key (default %d, AWS's)", service.DefaultAliasesPerKey))
 	fs.IntVar(&o.limits.GrantsPerKey, "grants-per-key", 0, fmt.Sprintf("quota of grants per key (default %d, AWS's)", service.DefaultGrantsPerKey))
+	o.rateLimits.flags(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -276,6 +281,9 @@ func (o *options) check() error {
 	if l := o.limits; l.KeysPerAccount < 0 || l.AliasesPerKey < 0 || l.GrantsPerKey < 0 {
 		return errors.New("limits must be positive (keys per account, aliases per key, grants per key)")
 	}
+	if err := o.rateLimits.resolve(&o.file.RateLimits); err != nil {
+		return err
+	}
 	if err := o.checkToken(); err != nil {
 		return err
 	}
@@ -352,4 +360,77 @@ func (o *options) storePath() string { return filepath.Join(o.dataDir, "hsmkms.d
 // `hsmkms audit verify --public-key`.
 func (o *options) auditPublicKeyPath() string {
 	return filepath.Join(o.dataDir, "audit-public-key.pem")
+}
+
+// Request rate limits: --rate-limits, --rate-limit-source-rps and the
+// file's rate_limits section, resolved into api.RateLimits. Absent values
+// are AWS's quotas (api.DefaultRateLimits); 0 turns one limit off.
+
+// rateLimitsFile is the rate_limits section: requests per second (a burst is
+// one second's worth); absent: the default, 0: off.
+type rateLimitsFile struct {
+	// Enabled: false turns every limit off (as --rate-limits=off does).
+	Enabled     *bool    `yaml:"enabled"`
+	PerSource   *float64 `yaml:"per_source"`
+	Symmetric   *float64 `yaml:"symmetric"`
+	RSA         *float64 `yaml:"rsa"`
+	ECC         *float64 `yaml:"ecc"`
+	DataKeyPair *float64 `yaml:"data_key_pair"`
+	Write       *float64 `yaml:"write"`
+	Grant       *float64 `yaml:"grant"`
+	Read        *float64 `yaml:"read"`
+	List        *float64 `yaml:"list"`
+}
+
+type rateLimitOptions struct {
+	mode      string   // --rate-limits: "", "on" or "off"
+	sourceRPS *float64 // --rate-limit-source-rps, if given
+	resolved  api.RateLimits
+}
+
+func (r *rateLimitOptions) flags(fs *flag.FlagSet) {
+	fs.Func("rate-limits", "on: throttle requests at AWS KMS's request quotas, or as the config file's rate_limits say (the default); off: admit every request (for benchmarks)", func(v string) error {
+		if v != "on" && v != "off" {
+			return errors.New("want on or off")
+		}
+		r.mode = v
+		return nil
+	})
+	fs.Func("rate-limit-source-rps", fmt.Sprintf("requests a second admitted from one client address (IPv6: one /64), before authentication (default %g; 0: no limit)", api.DefaultRateLimits.PerSource), func(v string) error {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return errors.New("want a number of requests a second")
+		}
+		r.sourceRPS = &f
+		return nil
+	})
+}
+
+// resolve sets r.resolved from the flags over the file over the defaults.
+// --rate-limits=off turns everything off; the file's enabled: false turns
+// off what no flag sets.
+func (r *rateLimitOptions) resolve(f *rateLimitsFile) error {
+	if r.mode == "off" {
+		r.resolved = api.RateLimits{}
+		return nil
+	}
+	l := api.DefaultRateLimits
+	if r.mode == "" && f.Enabled != nil && !*f.Enabled {
+		l, f = api.RateLimits{}, &rateLimitsFile{}
+	}
+	for _, v := range []struct {
+		dst *float64
+		src *float64
+	}{{&l.PerSource, f.PerSource}, {&l.Symmetric, f.Symmetric}, {&l.RSA, f.RSA}, {&l.ECC, f.ECC},
+		{&l.DataKeyPair, f.DataKeyPair}, {&l.Write, f.Write}, {&l.Grant, f.Grant}, {&l.Read, f.Read}, {&l.List, f.List},
+		{&l.PerSource, r.sourceRPS}} {
+		if v.src != nil {
+			*v.dst = *v.src
+		}
+	}
+	if err := l.Validate(); err != nil {
+		return fmt.Errorf("rate_limits: %w", err)
+	}
+	r.resolved = l
+	return nil
 }

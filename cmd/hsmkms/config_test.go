@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/hsmkms/hsmkms/service"
+	"github.com/hsmkms/hsmkms/service/api"
 )
 
 func TestLoopbackOnly(t *testing.T) {
@@ -182,6 +183,66 @@ limits:
 		"negative flag":        {"--dev", "--keys-per-account", "-1"},
 		"negative in the file": {"--dev", "--config", write("negative.yaml", "version: v1\nlimits: {grants_per_key: -5}\n")},
 		"unknown limit":        {"--dev", "--config", write("unknown.yaml", "version: v1\nlimits: {keys: 5}\n")},
+	} {
+		if _, err := parseServeFlags(args, io.Discard); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func TestRateLimitFlagsAndConfig(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	o, err := parseServeFlags([]string{"--dev"}, io.Discard)
+	if err != nil || o.rateLimits.resolved != api.DefaultRateLimits {
+		t.Fatalf("no rate limits given: %+v, %v; want AWS's quotas %+v", o.rateLimits.resolved, err, api.DefaultRateLimits)
+	}
+	file := write("rates.yaml", `version: v1
+rate_limits:
+  per_source: 500
+  symmetric: 100
+  rsa: 0          # off
+  list: 2.5
+`)
+	o, err = parseServeFlags([]string{"--dev", "--config", file, "--rate-limit-source-rps", "50"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := api.DefaultRateLimits
+	want.PerSource, want.Symmetric, want.RSA, want.List = 50, 100, 0, 2.5
+	if o.rateLimits.resolved != want {
+		t.Fatalf("rate limits %+v, want %+v: the flag overrides the file, the file the defaults, 0 is off", o.rateLimits.resolved, want)
+	}
+	for name, args := range map[string][]string{
+		"--rate-limits=off":          {"--dev", "--config", file, "--rate-limits=off"},
+		"enabled: false in the file": {"--dev", "--config", write("off.yaml", "version: v1\nrate_limits: {enabled: false, symmetric: 7}\n")},
+	} {
+		if o, err := parseServeFlags(args, io.Discard); err != nil || o.rateLimits.resolved != (api.RateLimits{}) {
+			t.Errorf("%s: %+v, %v; want every limit off", name, o.rateLimits.resolved, err)
+		}
+	}
+	disabled := write("disabled.yaml", "version: v1\nrate_limits: {enabled: false}\n")
+	if o, err := parseServeFlags([]string{"--dev", "--config", disabled, "--rate-limits=on"}, io.Discard); err != nil || o.rateLimits.resolved != api.DefaultRateLimits {
+		t.Errorf("--rate-limits=on over enabled: false: %+v, %v", o.rateLimits.resolved, err)
+	}
+	if o, err := parseServeFlags([]string{"--dev", "--config", disabled, "--rate-limit-source-rps", "9"}, io.Discard); err != nil || o.rateLimits.resolved != (api.RateLimits{PerSource: 9}) {
+		t.Errorf("--rate-limit-source-rps over enabled: false: %+v, %v; want only the source limit", o.rateLimits.resolved, err)
+	}
+	for name, args := range map[string][]string{
+		"negative flag":        {"--dev", "--rate-limit-source-rps", "-1"},
+		"not a number":         {"--dev", "--rate-limit-source-rps", "many"},
+		"bad mode":             {"--dev", "--rate-limits", "maybe"},
+		"negative in the file": {"--dev", "--config", write("negative.yaml", "version: v1\nrate_limits: {write: -5}\n")},
+		"NaN in the file":      {"--dev", "--config", write("nan.yaml", "version: v1\nrate_limits: {read: .nan}\n")},
+		"infinite in the file": {"--dev", "--config", write("inf.yaml", "version: v1\nrate_limits: {ecc: .inf}\n")},
+		"unknown class":        {"--dev", "--config", write("unknown.yaml", "version: v1\nrate_limits: {crypto: 5}\n")},
 	} {
 		if _, err := parseServeFlags(args, io.Discard); err == nil {
 			t.Errorf("%s: accepted", name)

@@ -122,6 +122,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	live := &api.ReloadableCredentials{}
 	live.Store(creds)
 	apiCfg := api.Config{Service: svc, Credentials: live, Region: o.region, Logger: log, Proxies: proxies}
+	apiCfg.RateLimits = o.rateLimits.resolved
 	if auditLog != nil {
 		apiCfg.Audit = auditLog
 	}

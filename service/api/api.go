@@ -1,7 +1,8 @@
 // Package api serves the AWS KMS wire protocol (AWS JSON 1.1, X-Amz-Target:
-// TrentService.<Operation>) over echo: SigV4 authentication, one dispatch
-// table, one error writer, health endpoints. It turns requests into calls on
-// service.Service and never does cryptography or storage itself.
+// TrentService.<Operation>) over echo: SigV4 authentication, request rate
+// limits, one dispatch table, one error writer, health endpoints. It turns
+// requests into calls on service.Service and never does cryptography or
+// storage itself.
 //
 // It imports service and echo; nothing but cmd imports it.
 package api
@@ -55,6 +56,11 @@ type Config struct {
 	// who their client is (aws:SourceIp and the audit record's
 	// sourceIPAddress). nil: none, the TCP peer is the client.
 	Proxies *transport.Proxies
+	// RateLimits bound the requests admitted per client address and per
+	// principal (the zero value: no limits; DefaultRateLimits are AWS's).
+	// Records of throttled requests are rate-limited like those of failed
+	// authentication (AuthFailureRecords), per principal.
+	RateLimits RateLimits
 }
 
 // Server is the KMS endpoint. It is an http.Handler.
@@ -69,12 +75,20 @@ type Server struct {
 	region    string
 	partition string
 	proxies   *transport.Proxies
+
+	throttle *throttle
+	// throttledRecords bounds the records of throttled requests, per
+	// principal.
+	throttledRecords *authFailureLimiter
 }
 
 // New builds the endpoint.
 func New(cfg Config) (*Server, error) {
 	if cfg.Service == nil || cfg.Credentials == nil || cfg.Region == "" {
 		return nil, errors.New("api: service, credentials and region are required")
+	}
+	if err := cfg.RateLimits.Validate(); err != nil {
+		return nil, fmt.Errorf("api: %w", err)
 	}
 	s := &Server{
 		svc: cfg.Service,
@@ -89,6 +103,12 @@ func New(cfg Config) (*Server, error) {
 		proxies: cfg.Proxies,
 	}
 	s.authFails = newAuthFailureLimiter(cfg.AuthFailureRecords, time.Now)
+	s.throttledRecords = newAuthFailureLimiter(cfg.AuthFailureRecords, time.Now)
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	s.throttle = newThrottle(cfg.RateLimits, now)
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -202,6 +222,12 @@ func (s *Server) handle(c echo.Context) error {
 func (s *Server) process(c echo.Context, x *exchange, resp *bytes.Buffer) error {
 	r := c.Request()
 	w := c.Response()
+	// Before anything costs: a flood from one address is refused unread.
+	source := s.proxies.ClientAddr(r)
+	if err := s.throttle.admitSource(source); err != nil {
+		x.akid = accessKeyOf(r.Header.Get("Authorization"))
+		return err
+	}
 	body := getBuf()
 	defer putBuf(body) // the body may hold plaintext (base64): zeroed here
 	if _, err := body.ReadFrom(http.MaxBytesReader(w, r.Body, s.limit)); err != nil {
@@ -230,13 +256,23 @@ func (s *Server) process(c echo.Context, x *exchange, resp *bytes.Buffer) error 
 		x.caller = &caller
 		return service.Errorf(service.ExcAccessDenied, "Access key %s may be used only over a connection with its bound client certificate.", cred.AccessKeyID)
 	}
-	caller.SourceIP = s.proxies.ClientAddr(r)
+	caller.SourceIP = source
 	caller.SecureTransport = s.proxies.SecureTransport(r)
 	x.caller = &caller
 
+	// The principal's rate is checked once its request is decoded (its
+	// algorithm chooses the bucket), before the operation runs.
+	var admit func(any) error
+	if s.throttle != nil {
+		admit = func(in any) error {
+			err := s.throttle.admitPrincipal(caller.ARN, x.target, in)
+			x.throttled = err != nil
+			return err
+		}
+	}
 	op, ok := operations[x.target]
 	if !ok {
-		return service.Errorf(service.ExcUnknownOperation, "")
+		return admitted(admit, nil, service.Errorf(service.ExcUnknownOperation, ""))
 	}
 	ctx := r.Context()
 	var params *map[string]any
@@ -255,7 +291,7 @@ func (s *Server) process(c echo.Context, x *exchange, resp *bytes.Buffer) error 
 	if len(bytes.TrimSpace(in)) == 0 {
 		in = []byte("{}")
 	}
-	out, err := op.call(ctx, s.svc, caller, in, params)
+	out, err := op.call(ctx, s.svc, caller, in, params, admit)
 	if err != nil {
 		return err
 	}

@@ -35,6 +35,8 @@ type exchange struct {
 	params   map[string]any // the request's auditable fields
 	out      any
 	intentID string // the eventID of the change's intent record, once written
+	// throttled: the principal's rate refused the request.
+	throttled bool
 }
 
 // Bounds on what a request puts in its record, so that a record's size does
@@ -46,18 +48,30 @@ const (
 	unknownEventName = "UnknownOperation"
 )
 
-// record writes the audit record of a finished request. Records of failed
-// authentication are rate-limited per source address: one that the limiter
-// drops is not written (and counted, for a later summary record).
+// record writes the audit record of a finished request. Records of requests
+// refused before authentication (failed authentication, or throttled per
+// source address) are rate-limited per source address, and records of
+// requests throttled per principal per principal: one that a limiter drops is
+// not written (and counted, for a later summary record).
 func (s *Server) record(c echo.Context, x *exchange, err error) error {
 	ev := s.event(c, x, err)
-	if x.caller == nil {
+	switch {
+	case x.caller == nil:
 		ok, suppressed, since := s.authFails.allow(ev.SourceIPAddress)
 		if !ok {
 			return nil
 		}
 		if suppressed > 0 {
 			ev.AdditionalEventData = map[string]any{"suppressedAuthFailureRecords": suppressed,
+				"suppressedSince": since.UTC().Format(time.RFC3339)}
+		}
+	case x.throttled:
+		ok, suppressed, since := s.throttledRecords.allow(x.caller.ARN)
+		if !ok {
+			return nil
+		}
+		if suppressed > 0 {
+			ev.AdditionalEventData = map[string]any{"suppressedThrottledRecords": suppressed,
 				"suppressedSince": since.UTC().Format(time.RFC3339)}
 		}
 	}
@@ -86,13 +100,27 @@ func (s *Server) intentGate(c echo.Context, x *exchange) service.CommitGate {
 }
 
 // FlushAuditSummaries writes one record per source address whose records of
-// failed authentication were dropped since the last summary. cmd/hsmkms calls
-// it every minute and at shutdown.
+// failed authentication (or of requests throttled per source) were dropped
+// since the last summary, and one per principal whose records of throttled
+// requests were. cmd/hsmkms calls it every minute and at shutdown.
 func (s *Server) FlushAuditSummaries() error {
 	if s.audit == nil {
 		return nil
 	}
 	var errs []error
+	for _, sum := range s.throttledRecords.drain() {
+		caller := service.Caller{ARN: sum.source}
+		if f := strings.SplitN(sum.source, ":", 6); len(f) == 6 {
+			caller.Account = f[4]
+		}
+		ev := &audit.Event{EventName: eventThrottledSuppressed, EventType: audit.EventTypeService, AWSRegion: s.region,
+			UserIdentity: identity(&caller), RecipientAccountID: caller.Account, UserAgent: audit.EventSource,
+			AdditionalEventData: map[string]any{"suppressedThrottledRecords": sum.suppressed,
+				"suppressedSince": sum.since.UTC().Format(time.RFC3339)}}
+		if err := s.audit.Write(ev); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for _, sum := range s.authFails.drain() {
 		ev := &audit.Event{EventName: eventAuthFailuresSuppressed, EventType: audit.EventTypeService, AWSRegion: s.region,
 			UserIdentity:    audit.UserIdentity{Type: audit.IdentityService, InvokedBy: audit.EventSource},
@@ -109,6 +137,10 @@ func (s *Server) FlushAuditSummaries() error {
 // eventAuthFailuresSuppressed names the summary of dropped records of failed
 // authentication from one source address.
 const eventAuthFailuresSuppressed = "AuthFailureRecordsSuppressed"
+
+// eventThrottledSuppressed names the summary of dropped records of one
+// principal's throttled requests.
+const eventThrottledSuppressed = "ThrottledRecordsSuppressed"
 
 // auditable are the request fields an audit record may show, as CloudTrail
 // does: names, ids, algorithms, encryption contexts, grant properties. It is

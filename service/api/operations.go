@@ -9,24 +9,29 @@ import (
 // operation is one row of the dispatch table: how to decode the request and
 // which service method runs it. When params is not nil, call stores the
 // request's auditable fields there before the method runs, so that a record
-// written while it runs (the intent of a change) can show them.
+// written while it runs (the intent of a change) can show them. When admit
+// is not nil, call asks it whether the request may run, once decoded (nil
+// if it could not be), before the method runs: a refusal is its answer.
 type operation struct {
-	call func(ctx context.Context, svc *service.Service, caller service.Caller, body []byte, params *map[string]any) (any, error)
+	call func(ctx context.Context, svc *service.Service, caller service.Caller, body []byte, params *map[string]any, admit func(in any) error) (any, error)
 }
 
 // op adapts a typed service method to the table. Inputs that may carry
 // plaintext are zeroed by zero after the call.
 func op[In any, Out any](fn func(*service.Service, context.Context, service.Caller, In) (Out, error), zero func(*In)) operation {
-	return operation{call: func(ctx context.Context, svc *service.Service, caller service.Caller, body []byte, params *map[string]any) (any, error) {
+	return operation{call: func(ctx context.Context, svc *service.Service, caller service.Caller, body []byte, params *map[string]any, admit func(any) error) (any, error) {
 		var in In
 		if err := decode(body, &in); err != nil {
-			return nil, err
+			return nil, admitted(admit, nil, err)
 		}
 		if params != nil {
 			*params = auditFields(&in)
 		}
 		if zero != nil {
 			defer zero(&in)
+		}
+		if err := admitted(admit, &in, nil); err != nil {
+			return nil, err
 		}
 		out, err := fn(svc, ctx, caller, in)
 		if err != nil {
@@ -38,16 +43,30 @@ func op[In any, Out any](fn func(*service.Service, context.Context, service.Call
 
 // noOutput adapts a service method that returns only an error.
 func noOutput[In any](fn func(*service.Service, context.Context, service.Caller, In) error) operation {
-	return operation{call: func(ctx context.Context, svc *service.Service, caller service.Caller, body []byte, params *map[string]any) (any, error) {
+	return operation{call: func(ctx context.Context, svc *service.Service, caller service.Caller, body []byte, params *map[string]any, admit func(any) error) (any, error) {
 		var in In
 		if err := decode(body, &in); err != nil {
-			return nil, err
+			return nil, admitted(admit, nil, err)
 		}
 		if params != nil {
 			*params = auditFields(&in)
 		}
+		if err := admitted(admit, &in, nil); err != nil {
+			return nil, err
+		}
 		return nil, fn(svc, ctx, caller, in)
 	}}
+}
+
+// admitted asks admit (if any) about the request in; its refusal replaces
+// err, the request's own failure.
+func admitted(admit func(any) error, in any, err error) error {
+	if admit != nil {
+		if aerr := admit(in); aerr != nil {
+			return aerr
+		}
+	}
+	return err
 }
 
 func zeroEncrypt(in *service.EncryptInput) { clear(in.Plaintext) }
