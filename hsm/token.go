@@ -15,6 +15,9 @@ import (
 // DefaultModulePath is where Debian and Ubuntu install SoftHSM2's module.
 const DefaultModulePath = "/usr/lib/softhsm/libsofthsm2.so"
 
+// DefaultMaxSessions is the session pool's size when Config says nothing.
+const DefaultMaxSessions = 32
+
 // Config says which module and token to use. Tokens are chosen by label or
 // serial number, never by slot number: slot numbers change when tokens are
 // added or removed.
@@ -58,7 +61,7 @@ func (c *Config) validate() error {
 		return errors.New("hsm: exactly one of token label and token serial must be set")
 	}
 	if c.MaxSessions <= 0 {
-		c.MaxSessions = 32
+		c.MaxSessions = DefaultMaxSessions
 	}
 	if c.WaitTimeout <= 0 {
 		c.WaitTimeout = 10 * time.Second

@@ -88,7 +88,10 @@ func (o *options) serverTLS(ctx context.Context, tok *hsm.Token, log *slog.Logge
 			if info := s.Info(); !info.Sensitive || info.Extractable {
 				return nil, fmt.Errorf("%s is extractable or not sensitive: make the key with `hsmkms tls new-key`, or with CKA_SENSITIVE true and CKA_EXTRACTABLE false", name)
 			}
-			return s, nil
+			// Handshakes may use a quarter of the token's sessions at
+			// most: anyone can start one, and the KMS operations need the
+			// rest.
+			return transport.LimitSigner(s, max(1, o.sessions()/4)), nil
 		}
 	}
 	t, loaded, err := transport.NewTLS(ctx, src)
@@ -271,4 +274,12 @@ func flatten(rdn pkix.RDNSequence) []pkix.AttributeTypeAndValue {
 		out = append(out, set...)
 	}
 	return out
+}
+
+// sessions is the token session pool's size.
+func (o *options) sessions() int {
+	if o.maxSessions > 0 {
+		return o.maxSessions
+	}
+	return hsm.DefaultMaxSessions
 }

@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"strings"
@@ -307,4 +308,26 @@ func CheckIdentity(id string) error {
 		return fmt.Errorf("client certificate identity %q: neither a subject DN (CN=…,O=…) nor a URI (spiffe://…)", id)
 	}
 	return nil
+}
+
+// LimitSigner lets at most n signatures by s run at once. A token key's
+// signatures take sessions from the pool the KMS operations use; without a
+// bound, a flood of handshakes — which anyone can start, no credentials
+// needed — could hold every session. Handshakes beyond n wait their turn.
+func LimitSigner(s crypto.Signer, n int) crypto.Signer {
+	if n < 1 {
+		n = 1
+	}
+	return &limitedSigner{Signer: s, slots: make(chan struct{}, n)}
+}
+
+type limitedSigner struct {
+	crypto.Signer
+	slots chan struct{}
+}
+
+func (l *limitedSigner) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	l.slots <- struct{}{}
+	defer func() { <-l.slots }()
+	return l.Signer.Sign(r, digest, opts)
 }

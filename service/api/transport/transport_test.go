@@ -3,9 +3,11 @@ package transport
 import (
 	"bufio"
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -19,6 +21,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -369,5 +372,55 @@ func TestReloadEndsSessionResumption(t *testing.T) {
 	}
 	if resumed() {
 		t.Error("a session from before the reload resumed after it")
+	}
+}
+
+// slowSigner signs with a real key, slowly, and records how many signatures
+// ran at once.
+type slowSigner struct {
+	*ecdsa.PrivateKey
+	mu       sync.Mutex
+	now, max int
+}
+
+func (s *slowSigner) Sign(r io.Reader, d []byte, o crypto.SignerOpts) ([]byte, error) {
+	s.mu.Lock()
+	s.now++
+	s.max = max(s.max, s.now)
+	s.mu.Unlock()
+	time.Sleep(5 * time.Millisecond)
+	s.mu.Lock()
+	s.now--
+	s.mu.Unlock()
+	return s.PrivateKey.Sign(r, d, o)
+}
+
+// TestLimitSigner: no more than n signatures run at once, however many
+// handshakes ask; all of them get their signature.
+func TestLimitSigner(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner := &slowSigner{PrivateKey: key}
+	s := LimitSigner(inner, 3)
+	var wg sync.WaitGroup
+	for range 24 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d := sha256.Sum256([]byte("x"))
+			sig, err := s.Sign(rand.Reader, d[:], crypto.SHA256)
+			if err != nil || !ecdsa.VerifyASN1(&key.PublicKey, d[:], sig) {
+				t.Errorf("signature: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if inner.max > 3 || inner.max < 1 {
+		t.Errorf("%d signatures ran at once, want at most 3", inner.max)
+	}
+	if _, ok := s.Public().(*ecdsa.PublicKey); !ok {
+		t.Error("the limited signer lost its public key")
 	}
 }
