@@ -38,8 +38,9 @@ type tlsOptions struct {
 	// reversed), each with the client certificates it is bound to.
 	bound map[string]boundPrincipal
 	// proxies are trusted proxy networks; maxConns bounds connections.
-	proxies  []string
-	maxConns int
+	proxies    []string
+	maxConns   int
+	rateLimits api.RateLimits
 }
 
 type boundPrincipal struct {
@@ -81,7 +82,7 @@ func startTLSServer(t testing.TB, o tlsOptions) *tlsServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := api.New(api.Config{Service: svc, Credentials: creds, Region: region, Proxies: proxies})
+	h, err := api.New(api.Config{Service: svc, Credentials: creds, Region: region, Proxies: proxies, RateLimits: o.rateLimits})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -433,5 +434,33 @@ func TestTrustedProxyForwardedFor(t *testing.T) {
 		case !c.allow && (!errors.As(err, &apiErr) || apiErr.ErrorCode() != "AccessDeniedException"):
 			t.Errorf("%s: %v, want AccessDeniedException", c.name, err)
 		}
+	}
+}
+
+// TestBindingRefusalsAreThrottled: someone holding a leaked secret but not
+// the certificate cannot turn refusals into a flood: they count against the
+// principal's rate like any request.
+func TestBindingRefusalsAreThrottled(t *testing.T) {
+	ca := newCA(t, "bank")
+	dir := t.TempDir()
+	certFile, keyFile := ca.serverFiles(t, dir, "server")
+	const boundKey = "AKIDBOUNDFLOOD"
+	s := startTLSServer(t, tlsOptions{src: kmstransport.TLSSource{CertFile: certFile, KeyFile: keyFile, ClientCAFile: ca.file(t, dir)},
+		bound: map[string]boundPrincipal{boundKey: {service.Caller{Account: mainAccount,
+			ARN: "arn:aws:iam::111122223333:user/app1", Identity: otherIdentity}, []string{"CN=app1"}}},
+		rateLimits: api.RateLimits{List: 3}})
+	stolen := ca.clientCert(t, certSpec{subject: pkix.Name{CommonName: "intruder"}})
+	c := newClient(s.URL, boundKey, reverse(boundKey), httpsClient(ca, &stolen))
+	codes := map[string]int{}
+	for range 12 {
+		_, err := c.ListKeys(ctxT(t), &kms.ListKeysInput{})
+		var apiErr smithy.APIError
+		if !errors.As(err, &apiErr) {
+			t.Fatalf("ListKeys with the wrong certificate: %v", err)
+		}
+		codes[apiErr.ErrorCode()]++
+	}
+	if codes["ThrottlingException"] == 0 || codes["AccessDeniedException"] == 0 || len(codes) != 2 {
+		t.Errorf("12 refused requests answered %v, want AccessDeniedException until the rate is spent, then ThrottlingException", codes)
 	}
 }

@@ -252,8 +252,14 @@ func (s *Server) process(c echo.Context, x *exchange, resp *bytes.Buffer) error 
 	if len(p.clientCerts) > 0 && !transport.Bound(r.TLS, p.clientCerts) {
 		// The signature is good, so whoever sent it holds the secret; but
 		// the key is bound to a client certificate this connection did not
-		// present. The secret alone is not enough.
+		// present. The secret alone is not enough. Such refusals count
+		// against the principal's rate, so a flood of them with a leaked
+		// secret is throttled (and its records bounded) like any other.
 		x.caller = &caller
+		if err := s.throttle.admitPrincipal(caller.ARN, x.target, nil); err != nil {
+			x.throttled = true
+			return err
+		}
 		return service.Errorf(service.ExcAccessDenied, "Access key %s may be used only over a connection with its bound client certificate.", cred.AccessKeyID)
 	}
 	caller.SourceIP = source
