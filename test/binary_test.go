@@ -27,10 +27,27 @@ func TestBinaryDevServe(t *testing.T) {
 	if !strings.Contains(out, "listening on "+endpoint) {
 		t.Errorf("stdout does not give the endpoint %s:\n%s", endpoint, out)
 	}
-	for _, want := range []string{"AWS_ACCESS_KEY_ID=test", "AWS_SECRET_ACCESS_KEY=test", "AWS_REGION=us-east-1"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("stdout does not contain %q:\n%s", want, out)
+	if !strings.Contains(out, "account "+mainAccount) {
+		t.Errorf("stdout does not give the account id:\n%s", out)
+	}
+	// The printed export line is what a user pastes: with it, and nothing
+	// else in the environment, the AWS CLI (v1 reads AWS_DEFAULT_REGION, v2
+	// AWS_REGION) reaches the server.
+	var export string
+	for _, line := range strings.Split(out, "\n") {
+		if l := strings.TrimSpace(line); strings.HasPrefix(l, "export ") {
+			export = l
 		}
+	}
+	for _, want := range []string{"AWS_ACCESS_KEY_ID=test", "AWS_SECRET_ACCESS_KEY=test", "AWS_REGION=us-east-1", "AWS_DEFAULT_REGION=us-east-1"} {
+		if !strings.Contains(export, want) {
+			t.Errorf("the export line %q does not set %s:\n%s", export, want, out)
+		}
+	}
+	cli := exec.Command("bash", "-c", export+" && exec \"$0\" kms list-keys --endpoint-url \"$1\" --output json", awsCLI(t), endpoint)
+	cli.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null"}
+	if msg, err := cli.CombinedOutput(); err != nil || !strings.Contains(string(msg), "Keys") {
+		t.Errorf("the AWS CLI with only the printed export line: %v\n%s", err, msg)
 	}
 
 	c := newClient(endpoint, "test", "test", nil)

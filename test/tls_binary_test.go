@@ -2,6 +2,7 @@ package test
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
@@ -19,7 +20,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
+	"github.com/pires/go-proxyproto"
 )
 
 // TestBinaryTLSKeyInToken is the operator's path: `hsmkms tls new-key`
@@ -349,5 +352,86 @@ func TestBinaryBusyPortCreatesNothing(t *testing.T) {
 	}
 	if _, err := os.Stat(data); !os.IsNotExist(err) {
 		t.Errorf("the failed start made %s: %v", data, err)
+	}
+}
+
+// proxyDialer is an HTTP client whose every connection starts with a PROXY
+// protocol v2 header naming client as the source, as a load balancer's
+// would.
+func proxyDialer(client string) *http.Client {
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			h := &proxyproto.Header{Version: 2, Command: proxyproto.PROXY, TransportProtocol: proxyproto.TCPv4,
+				SourceAddr:      &net.TCPAddr{IP: net.ParseIP(client), Port: 40000},
+				DestinationAddr: c.RemoteAddr().(*net.TCPAddr)}
+			if _, err := h.WriteTo(c); err != nil {
+				c.Close()
+				return nil, err
+			}
+			return c, nil
+		},
+	}}
+}
+
+// TestBinaryProxyProtocol: with --proxy-protocol, the address a trusted
+// proxy's PROXY header names is the caller's, in the audit record and for
+// aws:SourceIp; a server that does not trust the peer ignores the header.
+func TestBinaryProxyProtocol(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name, trusted, want string
+	}{
+		{"trusted", "127.0.0.1/32", "203.0.113.9"},
+		{"untrusted", "10.0.0.0/8", "127.0.0.1"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			addr := freeAddr(t)
+			p := startProc(t, cleanEnv(), "serve", "--dev", "--data-dir", dir, "--listen", addr, "--log-level", "warn",
+				"--proxy-protocol", "--trusted-proxies", c.trusted)
+			endpoint := "http://" + addr
+			hc := proxyDialer("203.0.113.9")
+			p.waitHealthyWith(t, endpoint, hc)
+			pol := `{"Version":"2012-10-17","Statement":[
+			 {"Sid":"root","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":"kms:*","Resource":"*"},
+			 {"Sid":"office only","Effect":"Deny","Principal":"*","Action":"kms:Encrypt","Resource":"*",
+			  "Condition":{"NotIpAddress":{"aws:SourceIp":"203.0.113.0/24"}}}]}`
+			kc := newClient(endpoint, mainAKID, mainSecret, hc)
+			k, err := kc.CreateKey(ctxT(t), &kms.CreateKeyInput{Policy: aws.String(pol)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = kc.Encrypt(ctxT(t), &kms.EncryptInput{KeyId: k.KeyMetadata.KeyId, Plaintext: []byte("x")})
+			if allowed := err == nil; allowed != (c.want == "203.0.113.9") {
+				t.Errorf("Encrypt from %s under an office-only policy: %v", c.want, err)
+			}
+			log, err := os.ReadFile(filepath.Join(dir, "audit", "audit.log"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var sources []string
+			for _, line := range strings.Split(strings.TrimSpace(string(log)), "\n") {
+				var rec struct {
+					EventName       string `json:"eventName"`
+					SourceIPAddress string `json:"sourceIPAddress"`
+				}
+				if json.Unmarshal([]byte(line), &rec) == nil && (rec.EventName == "CreateKey" || rec.EventName == "Encrypt") {
+					sources = append(sources, rec.SourceIPAddress)
+				}
+			}
+			if len(sources) < 2 {
+				t.Fatalf("audit records of CreateKey and Encrypt: %v", sources)
+			}
+			for _, s := range sources {
+				if s != c.want {
+					t.Errorf("audit sourceIPAddress %q, want %q", s, c.want)
+				}
+			}
+		})
 	}
 }
