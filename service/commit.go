@@ -177,6 +177,10 @@ func (g gatedStore) GranteeGrants(ctx context.Context, keyID, grantee string, fn
 	return g.inner.GranteeGrants(ctx, keyID, grantee, fn)
 }
 
+// Writable implements store.Store. Not gated: it changes no metadata, and
+// readiness checks must not fill the audit log.
+func (g gatedStore) Writable(ctx context.Context) error { return g.inner.Writable(ctx) }
+
 // DeleteSetting implements store.Store.
 func (g gatedStore) DeleteSetting(ctx context.Context, name string) error {
 	if err := passGate(ctx); err != nil {

@@ -84,6 +84,8 @@ type Service struct {
 	partition string
 	now       func() time.Time
 	limits    Limits
+	// storeReady caches the store's readiness check (Ready).
+	storeReady cachedCheck
 
 	// keys caches per-key values derived from store records (ARN, raw id,
 	// material ids) so the hot path neither reads the disk nor formats
@@ -129,7 +131,12 @@ func (s *Service) Region() string { return s.region }
 // Ready reports whether the token works, its storage included (for /readyz).
 // The answer is cached for a couple of seconds; a failed check also drives
 // the token's recovery.
-func (s *Service) Ready(ctx context.Context) error { return s.token.Ready(ctx, readinessRef) }
+func (s *Service) Ready(ctx context.Context) error {
+	if err := s.token.Ready(ctx, readinessRef); err != nil {
+		return err
+	}
+	return s.storeReady.check(ctx, s.store.Writable)
+}
 
 // key is a store record with the values the request path derives from it.
 type key struct {

@@ -8,6 +8,9 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -433,5 +436,81 @@ func TestBinaryProxyProtocol(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestBinaryReadyzWhenStoreCannotCommit: /readyz says the store is
+// unavailable while the filesystem under the data directory is full (a real
+// tmpfs, filled), and ready again once there is room; the token and the
+// audit log, elsewhere, stay fine meanwhile.
+func TestBinaryReadyzWhenStoreCannotCommit(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Fatal("this test mounts a tmpfs in a mount namespace: run it as root (CI does)")
+	}
+	dir := t.TempDir()
+	tokDir := filepath.Join(dir, "token")
+	out, err := exec.Command("bash", "../softhsm/init-token.sh", tokDir, "hsmkms").Output()
+	if err != nil {
+		t.Fatalf("init-token.sh: %v", err)
+	}
+	cfg := filepath.Join(dir, "hsmkms.yaml")
+	if err := os.WriteFile(cfg, []byte("version: v1\nprincipals:\n"+
+		"  - arn: arn:aws:iam::111122223333:user/alice\n    access_keys: [{id: AKIDALICE, secret_env: HSMKMS_E2E_ALICE_SECRET}]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(dir, "data")
+	if err := os.Mkdir(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	p := &proc{stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c", `mount -t tmpfs -o size=16m hsmkms-data "$1" && shift && exec "$@"`, "sh", data,
+		hsmkmsBinary(t), "serve", "--config", cfg, "--data-dir", data, "--listen", addr, "--log-level", "warn",
+		"--pkcs11-module", "/usr/lib/softhsm/libsofthsm2.so", "--token-label", "hsmkms", "--pin-file", filepath.Join(tokDir, "user.pin"),
+		"--audit-file", filepath.Join(dir, "audit", "audit.log"))
+	p.cmd.Env = cleanEnv("SOFTHSM2_CONF="+strings.TrimSpace(string(out)), "HSMKMS_E2E_ALICE_SECRET=s")
+	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() { p.cmd.Process.Kill(); <-p.done })
+	endpoint := "http://" + addr
+	p.waitHealthy(t, endpoint)
+	waitReady := func(status int, body string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			resp, err := http.Get(endpoint + "/readyz")
+			if err == nil {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == status && strings.Contains(string(b), body) {
+					return
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("/readyz answered %d %q, want %d %q\n%s", resp.StatusCode, b, status, body, p.stderr)
+				}
+			} else if time.Now().After(deadline) {
+				t.Fatal(err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	waitReady(200, "ok")
+	disk := filepath.Join("/proc", fmt.Sprint(p.cmd.Process.Pid), "root", data)
+	filler := fillDisk(t, disk)
+	waitReady(503, "store unavailable")
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(200, "ok")
+	c := newClient(endpoint, "AKIDALICE", "s", nil)
+	if _, err := c.ListKeys(ctxT(t), &kms.ListKeysInput{}); err != nil {
+		var apiErr interface{ ErrorCode() string }
+		if !errors.As(err, &apiErr) || apiErr.ErrorCode() != "AccessDeniedException" {
+			t.Errorf("a request after the store recovered: %v", err)
+		}
 	}
 }

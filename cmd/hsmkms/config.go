@@ -27,9 +27,13 @@ import (
 type fileConfig struct {
 	Version string `yaml:"version"`
 	Region  string `yaml:"region"`
-	Listen  string `yaml:"listen"`
-	DataDir string `yaml:"data_dir"`
-	PKCS11  struct {
+	// LogLevel is debug, info, warn or error; SIGHUP applies a new one
+	// (unless --log-level was given, which wins).
+	LogLevel  string `yaml:"log_level"`
+	AccessLog *bool  `yaml:"access_log"`
+	Listen    string `yaml:"listen"`
+	DataDir   string `yaml:"data_dir"`
+	PKCS11    struct {
 		Module           string `yaml:"module"`
 		TokenLabel       string `yaml:"token_label"`
 		TokenSerial      string `yaml:"token_serial"`
@@ -101,6 +105,9 @@ type options struct {
 	sessionKeyCopies                bool
 	sessionKeyCopiesSet             bool
 	logLevel                        string
+	logLevelFlag                    string // --log-level as given ("" if not)
+	accessLog                       bool
+	accessLogSet                    bool
 	reapInterval                    time.Duration
 	audit                           bool
 	auditFile                       string
@@ -149,7 +156,15 @@ func parseServeFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.Var(&o.trustedProxies, "trusted-proxies", "comma-separated networks (CIDR) of proxies trusted to name the client (X-Forwarded-For, X-Forwarded-Proto, PROXY protocol)")
 	fs.BoolVar(&o.proxyProtocol, "proxy-protocol", false, "read a PROXY protocol header from connections of --trusted-proxies")
 	fs.IntVar(&o.maxConns, "max-connections", 0, fmt.Sprintf("bound on open connections; at it, idle and unfinished ones are closed first (default %d)", transport.DefaultMaxConns))
-	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&o.logLevelFlag, "log-level", "", "debug, info, warn or error (default info; log_level in the config file, which SIGHUP re-reads, unless this is given)")
+	fs.Func("access-log", "one log line per request: request id, operation, principal, key ARN, outcome, status, duration (default true)", func(s string) error {
+		v, err := strconv.ParseBool(s)
+		if err != nil {
+			return fmt.Errorf("want true or false")
+		}
+		o.accessLog, o.accessLogSet = v, true
+		return nil
+	})
 	fs.DurationVar(&o.reapInterval, "reap-interval", time.Minute, "how often keys whose deletion date passed are deleted")
 	fs.BoolVar(&o.audit, "audit", true, "write the tamper-evident audit log (every request; a request whose record cannot be written fails)")
 	fs.StringVar(&o.auditFile, "audit-file", "", "audit log file (default DATA-DIR/audit/audit.log)")
@@ -170,9 +185,10 @@ func parseServeFlags(args []string, stderr io.Writer) (*options, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
+	o.logLevel = o.logLevelFlag
 	if o.configFile != "" {
 		if err := o.loadFile(); err != nil {
-			return nil, err
+			return o, err
 		}
 	}
 	o.defaults()
@@ -224,6 +240,10 @@ func (o *options) loadFile() error {
 		}
 	}
 	setIf(&o.region, f.Region)
+	setIf(&o.logLevel, f.LogLevel)
+	if !o.accessLogSet && f.AccessLog != nil {
+		o.accessLog, o.accessLogSet = *f.AccessLog, true
+	}
 	setIf(&o.listen, f.Listen)
 	setIf(&o.dataDir, f.DataDir)
 	setIf(&o.module, f.PKCS11.Module)
@@ -257,6 +277,12 @@ func (o *options) loadFile() error {
 }
 
 func (o *options) defaults() {
+	if o.logLevel == "" {
+		o.logLevel = "info"
+	}
+	if !o.accessLogSet {
+		o.accessLog = true
+	}
 	if o.listen == "" {
 		o.listen = "127.0.0.1:8080"
 	}

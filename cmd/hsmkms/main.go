@@ -56,7 +56,7 @@ func exitCode(err error, stderr io.Writer) int {
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		return 0
-	case errors.Is(err, errUsage):
+	case errors.Is(err, errUsage), errors.As(err, new(errLogged)):
 		return 1
 	}
 	fmt.Fprintln(stderr, "hsmkms:", err)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	stdlog "log"
@@ -32,16 +33,26 @@ const (
 	devSecret    = "test"
 )
 
-func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	o, err := parseServeFlags(args, stderr)
+	if o == nil {
+		return err // the command line or the file could not be read
+	}
+	level := new(slog.LevelVar)
+	if lerr := level.UnmarshalText([]byte(o.logLevel)); lerr != nil && err == nil {
+		err = fmt.Errorf("log level %q: %w", o.logLevel, lerr)
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	// From here on, a failure to start is a log record like every other.
+	defer func() {
+		if err != nil && !errors.Is(err, flag.ErrHelp) {
+			log.Error("hsmkms stopped", "err", err)
+			err = errLogged{err}
+		}
+	}()
 	if err != nil {
 		return err
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
-		return fmt.Errorf("--log-level: %w", err)
-	}
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
 
 	// The port first: a busy port fails at once, before a token or a data
 	// directory is made for nothing.
@@ -123,6 +134,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	live.Store(creds)
 	apiCfg := api.Config{Service: svc, Credentials: live, Region: o.region, Logger: log, Proxies: proxies}
 	apiCfg.RateLimits = o.rateLimits.resolved
+	apiCfg.AccessLog = o.accessLog
 	if auditLog != nil {
 		apiCfg.Audit = auditLog
 	}
@@ -215,7 +227,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer signal.Stop(hup)
 	go func() {
 		for range hup {
-			o.reloadCredentials(live, log)
+			o.reloadConfig(live, level, log)
 			if tlsCfg != nil {
 				if l, err := tlsCfg.Reload(ctx); err != nil {
 					log.Error("SIGHUP: TLS certificate not reloaded; the running one stays", "err", err)
@@ -324,19 +336,28 @@ func (o *options) openAudit(ctx context.Context, svc *service.Service, stdout io
 	return w, nil
 }
 
-// reloadCredentials reads the configuration file again and, if it is valid,
+// reloadConfig reads the configuration file again and, if it is valid,
 // replaces the principals, access keys and identity policies requests are
 // checked against; requests in flight are not disturbed. An invalid file is
 // reported and the running set kept. Other settings (listen address, token,
 // store) need a restart.
-func (o *options) reloadCredentials(live *api.ReloadableCredentials, log *slog.Logger) {
+func (o *options) reloadConfig(live *api.ReloadableCredentials, level *slog.LevelVar, log *slog.Logger) {
 	if o.configFile == "" {
 		log.Warn("SIGHUP: no --config file to reload")
 		return
 	}
 	fresh := *o
 	fresh.file = fileConfig{}
+	fresh.logLevel = o.logLevelFlag
 	err := fresh.loadFile()
+	var newLevel slog.Level
+	if err == nil && fresh.logLevel != "" {
+		if lerr := newLevel.UnmarshalText([]byte(fresh.logLevel)); lerr != nil {
+			err = fmt.Errorf("log_level %q: %w", fresh.logLevel, lerr)
+		}
+	} else if err == nil {
+		newLevel = slog.LevelInfo
+	}
 	var creds api.StaticCredentials
 	if err == nil {
 		creds, err = fresh.credentials()
@@ -346,6 +367,10 @@ func (o *options) reloadCredentials(live *api.ReloadableCredentials, log *slog.L
 		return
 	}
 	live.Store(creds)
+	if newLevel != level.Level() {
+		log.Info("SIGHUP: log level changed", "from", level.Level().String(), "to", newLevel.String())
+		level.Set(newLevel)
+	}
 	log.Info("SIGHUP: principals reloaded", "config", o.configFile, "principals", len(fresh.file.Principals), "access_keys", len(creds))
 }
 
@@ -445,3 +470,9 @@ func connectionBound(want int, log *slog.Logger) int {
 		"max_connections", want, "now", bound, "nofile", lim.Cur)
 	return bound
 }
+
+// errLogged is an error already written to the log: main exits non-zero
+// without printing it again.
+type errLogged struct{ error }
+
+func (e errLogged) Unwrap() error { return e.error }

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net/http"
 	"reflect"
+	"strings"
 	"sync"
 	"time"
 
@@ -52,6 +53,10 @@ type Config struct {
 	// AuthFailureRecords bounds the records of failed authentication (the
 	// zero value: DefaultAuthFailureRecords).
 	AuthFailureRecords RecordRate
+	// AccessLog writes one line per request to Logger (level info):
+	// request id, operation, principal, source address, key ARNs, outcome,
+	// status and duration; never any content of the request.
+	AccessLog bool
 	// Proxies are the peers believed when they say, by X-Forwarded-For,
 	// who their client is (aws:SourceIp and the audit record's
 	// sourceIPAddress). nil: none, the TCP peer is the client.
@@ -75,6 +80,7 @@ type Server struct {
 	region    string
 	partition string
 	proxies   *transport.Proxies
+	accessLog bool
 
 	throttle *throttle
 	// throttledRecords bounds the records of throttled requests, per
@@ -100,7 +106,7 @@ func New(cfg Config) (*Server, error) {
 		limit:  cfg.BodyLimit,
 		audit:  cfg.Audit,
 		region: cfg.Region, partition: "aws",
-		proxies: cfg.Proxies,
+		proxies: cfg.Proxies, accessLog: cfg.AccessLog,
 	}
 	s.authFails = newAuthFailureLimiter(cfg.AuthFailureRecords, time.Now)
 	s.throttledRecords = newAuthFailureLimiter(cfg.AuthFailureRecords, time.Now)
@@ -145,13 +151,17 @@ func requestID(next echo.HandlerFunc) echo.HandlerFunc {
 }
 
 // ready answers GET /readyz: 200 when requests can succeed, 503 naming what
-// stands in the way — the token, or an audit log that cannot take records
+// stands in the way — the token, a store that cannot commit, or an audit
+// log that cannot take records
 // (with the log broken every API request fails, so the server is not ready).
 func (s *Server) ready(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
 	defer cancel()
 	if err := s.svc.Ready(ctx); err != nil {
 		s.log.Warn("readiness check failed", "err", err)
+		if errors.Is(err, service.ErrStoreNotReady) {
+			return c.String(http.StatusServiceUnavailable, "store unavailable\n")
+		}
 		return c.String(http.StatusServiceUnavailable, "token unavailable\n")
 	}
 	if s.audit != nil {
@@ -185,12 +195,53 @@ func putBuf(b *bytes.Buffer) {
 const requestIDKey = "hsmkms.requestID"
 
 func (s *Server) handle(c echo.Context) error {
+	start := time.Now()
+	x := exchange{target: c.Request().Header.Get("X-Amz-Target")}
+	err := s.respond(c, &x)
+	if s.accessLog {
+		s.logAccess(c, &x, err, start)
+	}
+	return err
+}
+
+// logAccess writes the access log line of a finished request: who asked
+// for what, on which key, and how it ended. It is built from names, ids
+// and codes only; nothing of the request's or the response's content.
+func (s *Server) logAccess(c echo.Context, x *exchange, err error, start time.Time) {
+	reqID, _ := c.Get(requestIDKey).(string)
+	op := unknownEventName
+	if _, ok := operations[x.target]; ok {
+		op = strings.TrimPrefix(x.target, "TrentService.")
+	}
+	principal := x.akid
+	if x.caller != nil {
+		principal = x.caller.ARN
+	}
+	outcome, status := "ok", http.StatusOK
+	if err != nil {
+		e := service.AsError(err)
+		outcome, status = e.Code, e.HTTPStatus()
+	}
+	attrs := []slog.Attr{
+		slog.String("requestId", reqID), slog.String("operation", op), slog.String("principal", principal),
+		slog.String("sourceIp", s.proxies.ClientAddr(c.Request())),
+		slog.String("outcome", outcome), slog.Int("status", status),
+		slog.Float64("durationMs", float64(time.Since(start).Microseconds())/1000),
+	}
+	if arns := s.resourceARNs(x); len(arns) > 0 {
+		attrs = append(attrs, slog.Any("keyArn", arns))
+	}
+	s.log.LogAttrs(c.Request().Context(), slog.LevelInfo, "request", attrs...)
+}
+
+// respond runs one request and writes its response, or returns the error
+// the error handler turns into one.
+func (s *Server) respond(c echo.Context, x *exchange) error {
 	resp := getBuf()
 	defer putBuf(resp) // may hold plaintext: zeroed on return
-	x := exchange{target: c.Request().Header.Get("X-Amz-Target")}
-	err := s.process(c, &x, resp)
+	err := s.process(c, x, resp)
 	if s.audit != nil {
-		if aerr := s.record(c, &x, err); aerr != nil {
+		if aerr := s.record(c, x, err); aerr != nil {
 			if x.intentID == "" || err != nil {
 				// Nothing changed, or the change failed: the caller gets
 				// KMSInternalException and no result of the request.

@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -703,6 +705,46 @@ func (s *Bolt) ListRetirableGrants(_ context.Context, account, retiring string, 
 // key delays no writer for long.
 func (s *Bolt) GranteeGrants(_ context.Context, keyID, grantee string, fn func(*Grant) bool) error {
 	s.walkGrants(s.keyGrantList(keyID, func(kg *keyGrants) *grantList { return kg.byGrantee[grantee] }), 0, fn)
+	return nil
+}
+
+// readinessMark is the settings entry Writable rewrites.
+var readinessMark = []byte("readiness-mark")
+
+// MinFreeBytes is the free space below which Writable fails: a small
+// commit still succeeds on a full disk (bbolt reuses the pages it has), but
+// the next time the file must grow, commits fail.
+const MinFreeBytes = 1 << 20
+
+// Writable implements Store: room to grow on the filesystem, and one small
+// commit to each file.
+func (s *Bolt) Writable(_ context.Context) error {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(filepath.Dir(s.db.Path()), &st); err != nil {
+		return fmt.Errorf("store: statfs: %w", err)
+	}
+	if free := st.Bavail * uint64(st.Bsize); free < MinFreeBytes {
+		return fmt.Errorf("store: %d bytes free on the filesystem of %s (less than %d): the store cannot grow", free, s.db.Path(), MinFreeBytes)
+	}
+	mark := []byte(time.Now().UTC().Format(time.RFC3339Nano))
+	s.wmu.Lock()
+	err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(settingsBucket).Put(readinessMark, mark) })
+	s.wmu.Unlock()
+	if err != nil {
+		return fmt.Errorf("store: %s is not writable: %w", s.db.Path(), err)
+	}
+	s.gwmu.Lock()
+	err = s.gdb.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(settingsBucket)
+		if err != nil {
+			return err
+		}
+		return b.Put(readinessMark, mark)
+	})
+	s.gwmu.Unlock()
+	if err != nil {
+		return fmt.Errorf("store: %s is not writable: %w", s.gdb.Path(), err)
+	}
 	return nil
 }
 

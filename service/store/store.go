@@ -292,6 +292,10 @@ type Store interface {
 	// not keep the *Grant, and must not call the store.
 	GranteeGrants(ctx context.Context, keyID, grantee string, fn func(*Grant) bool) error
 
+	// Writable commits a write that changes no metadata (a readiness mark),
+	// to show that the store can still commit: its disk takes writes and
+	// it is not read-only. For /readyz, whose callers cache the answer.
+	Writable(ctx context.Context) error
 	// DeleteSetting removes a service setting that an earlier version kept
 	// (the settings bucket holds nothing hsmkms writes now); ErrNotFound if
 	// there is none.
