@@ -367,9 +367,10 @@ func (o *options) reloadConfig(live *api.ReloadableCredentials, level *slog.Leve
 		return
 	}
 	live.Store(creds)
-	if newLevel != level.Level() {
-		log.Info("SIGHUP: log level changed", "from", level.Level().String(), "to", newLevel.String())
+	if old := level.Level(); newLevel != old {
 		level.Set(newLevel)
+		// At the louder of the two levels, so the change is seen either way.
+		log.Log(context.Background(), max(old, newLevel), "SIGHUP: log level changed", "from", old.String(), "to", newLevel.String())
 	}
 	log.Info("SIGHUP: principals reloaded", "config", o.configFile, "principals", len(fresh.file.Principals), "access_keys", len(creds))
 }
