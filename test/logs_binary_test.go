@@ -109,3 +109,20 @@ func TestBinaryStartupFailureIsALogRecord(t *testing.T) {
 		}
 	}
 }
+
+// TestBinaryDevContainer: --dev --dev-container listens on every address
+// (the container image's dev target) and says, at start, that the port
+// must be published on loopback only; without --dev it is refused.
+func TestBinaryDevContainer(t *testing.T) {
+	t.Parallel()
+	port := strings.TrimPrefix(freeAddr(t), "127.0.0.1:")
+	p := startProc(t, cleanEnv(), "serve", "--dev", "--dev-container", "--data-dir", t.TempDir(), "--listen", "0.0.0.0:"+port)
+	p.waitHealthy(t, "http://127.0.0.1:"+port)
+	if !strings.Contains(p.stderr.String(), "publish the port on the host's loopback only") {
+		t.Errorf("no warning at start:\n%s", p.stderr)
+	}
+	q := startProc(t, cleanEnv(), "serve", "--dev-container", "--data-dir", t.TempDir(), "--listen", "0.0.0.0:0")
+	if code := q.wait(t, 20*time.Second); code == 0 || !strings.Contains(q.stderr.String(), "--dev-container goes with --dev") {
+		t.Errorf("--dev-container without --dev: exit %d\n%s", code, q.stderr)
+	}
+}

@@ -121,6 +121,7 @@ type options struct {
 	limits                          service.Limits
 	tlsCert, tlsKey, tlsClientCA    string
 	insecureHTTP                    bool
+	devContainer                    bool
 	trustedProxies                  stringList
 	proxyProtocol                   bool
 	maxConns                        int
@@ -152,6 +153,7 @@ func parseServeFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "TLS certificate chain, PEM, leaf first (serve HTTPS)")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "TLS private key: a PEM file, or a key pair in the token named by a pkcs11: URI (pkcs11:object=hsmkms-tls) or its label")
 	fs.StringVar(&o.tlsClientCA, "tls-client-ca", "", "require client certificates signed by the CA certificates in this PEM file (mutual TLS)")
+	fs.BoolVar(&o.devContainer, "dev-container", false, "with --dev, listen on any address of a container's own network: only where the port is published on the host's loopback alone (docker-compose.yml does)")
 	fs.BoolVar(&o.insecureHTTP, "insecure-http", false, "allow plain HTTP on a non-loopback address (only behind a TLS-terminating proxy on the same host)")
 	fs.Var(&o.trustedProxies, "trusted-proxies", "comma-separated networks (CIDR) of proxies trusted to name the client (X-Forwarded-For, X-Forwarded-Proto, PROXY protocol)")
 	fs.BoolVar(&o.proxyProtocol, "proxy-protocol", false, "read a PROXY protocol header from connections of --trusted-proxies")
@@ -310,14 +312,17 @@ func (o *options) check() error {
 	if err := o.rateLimits.resolve(&o.file.RateLimits); err != nil {
 		return err
 	}
+	if o.devContainer && !o.dev {
+		return errors.New("--dev-container goes with --dev")
+	}
 	if err := o.checkToken(); err != nil {
 		return err
 	}
-	if o.dev {
+	if o.dev && !o.devContainer {
 		if err := loopbackOnly(o.listen); err != nil {
 			return err
 		}
-	} else if len(o.file.Principals) == 0 {
+	} else if !o.dev && len(o.file.Principals) == 0 {
 		return errors.New("no principals configured: give --config with principals (or use --dev)")
 	}
 	return o.checkTransport()

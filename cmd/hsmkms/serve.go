@@ -197,7 +197,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) (err er
 	log.Info("hsmkms serving", "endpoint", endpoint, "region", o.region, "dev", o.dev,
 		"token", o.tokenLabel+o.tokenSerial, "store", o.storePath(), "mutual_tls", tlsCfg != nil && tlsCfg.MutualTLS(),
 		"trusted_proxies", o.trustedProxies, "proxy_protocol", o.proxyProtocol)
-	if tlsCfg == nil && loopbackOnly(o.listen) != nil {
+	if o.devContainer && loopbackOnly(o.listen) != nil {
+		log.Warn("--dev-container: the dev credentials (test/test) are served on every address of this network namespace; publish the port on the host's loopback only", "listen", o.listen)
+	} else if tlsCfg == nil && loopbackOnly(o.listen) != nil {
 		log.Warn("serving plain HTTP off loopback (--insecure-http): requests and answers, plaintext and data keys among them, cross the network in clear unless a TLS-terminating proxy on this host is the only client", "listen", o.listen)
 	}
 	if o.dev {

@@ -44,7 +44,7 @@ func (o *options) checkTransport() error {
 			return fmt.Errorf("config: principal %s is bound to client certificates, but no tls.client_ca_file (--tls-client-ca) makes clients present one", p.ARN)
 		}
 	}
-	if o.tlsCert == "" && !o.insecureHTTP && loopbackOnly(o.listen) != nil {
+	if o.tlsCert == "" && !o.insecureHTTP && !o.devContainer && loopbackOnly(o.listen) != nil {
 		return fmt.Errorf("--listen %s is not a loopback address and no TLS is configured: requests and answers (plaintext, data keys) would cross the network in clear. Give --tls-cert and --tls-key, or --insecure-http if a TLS-terminating proxy on this host is the only client", o.listen)
 	}
 	return nil
