@@ -65,7 +65,13 @@ func TestBinaryAccessLogAndLevelReload(t *testing.T) {
 	encrypt(t, c, *k.KeyId, []byte("x"), nil)
 	_, err := c.DescribeKey(ctxT(t), &kms.DescribeKeyInput{KeyId: &[]string{"alias/none"}[0]})
 	wantAPIError(t, err, "NotFoundException", 400)
-	lines := accessLines(t, p.stderr.String())
+	// A line is written once its response is: wait for the second.
+	var lines []map[string]any
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if lines = accessLines(t, p.stderr.String()); len(lines) >= 2 {
+			break
+		}
+	}
 	if len(lines) != 2 {
 		t.Fatalf("%d access log lines after two requests at level info, want 2\n%s", len(lines), p.stderr)
 	}
