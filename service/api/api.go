@@ -61,6 +61,9 @@ type Config struct {
 	// Records of throttled requests are rate-limited like those of failed
 	// authentication (AuthFailureRecords), per principal.
 	RateLimits RateLimits
+	// Observer, if set, is told of every KMS request once answered, for
+	// metrics (observe.go).
+	Observer Observer
 }
 
 // Server is the KMS endpoint. It is an http.Handler.
@@ -80,6 +83,7 @@ type Server struct {
 	// throttledRecords bounds the records of throttled requests, per
 	// principal.
 	throttledRecords *authFailureLimiter
+	observer         Observer
 }
 
 // New builds the endpoint.
@@ -100,7 +104,7 @@ func New(cfg Config) (*Server, error) {
 		limit:  cfg.BodyLimit,
 		audit:  cfg.Audit,
 		region: cfg.Region, partition: "aws",
-		proxies: cfg.Proxies,
+		proxies: cfg.Proxies, observer: cfg.Observer,
 	}
 	s.authFails = newAuthFailureLimiter(cfg.AuthFailureRecords, time.Now)
 	s.throttledRecords = newAuthFailureLimiter(cfg.AuthFailureRecords, time.Now)
@@ -116,7 +120,7 @@ func New(cfg Config) (*Server, error) {
 		s.limit = DefaultBodyLimit
 	}
 	s.echo = newEcho(s.log)
-	s.echo.POST("/", s.handle)
+	s.echo.POST("/", s.observed(s.handle))
 	s.echo.GET("/healthz", func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") })
 	s.echo.GET("/readyz", s.ready)
 	return s, nil
