@@ -14,9 +14,14 @@ type Observer interface {
 	AuditWrite(d time.Duration, err error)
 }
 
-// observeWrite reports a write that started at start and ended with *err.
-func (w *Writer) observeWrite(start time.Time, err *error) {
-	w.cfg.Observer.AuditWrite(time.Since(start), *err)
+// epoch anchors the clock writes are timed with: time.Since on it reads
+// only the monotonic clock, half the cost of time.Now.
+var epoch = time.Now()
+
+// observeWrite reports a write that started at start (time.Since(epoch))
+// and ended with *err.
+func (w *Writer) observeWrite(start time.Duration, err *error) {
+	w.cfg.Observer.AuditWrite(time.Since(epoch)-start, *err)
 }
 
 // Broken reports whether the log refuses records now: it failed and has not

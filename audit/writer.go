@@ -318,7 +318,8 @@ func (w *Writer) WriteDurable(ev *Event) error { return w.write(ev, true) }
 
 func (w *Writer) write(ev *Event, sync bool) (err error) {
 	if w.cfg.Observer != nil {
-		defer w.observeWrite(time.Now(), &err)
+		start := time.Since(epoch)
+		defer w.observeWrite(start, &err)
 	}
 	if ev == nil {
 		return errors.New("audit: nil event")

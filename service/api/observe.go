@@ -46,12 +46,16 @@ func (s *Server) observed(next echo.HandlerFunc) echo.HandlerFunc {
 		return next
 	}
 	return func(c echo.Context) error {
-		start := time.Now()
+		start := time.Since(epoch)
 		err := next(c)
-		o.Request(operationName(c.Request().Header.Get("X-Amz-Target")), outcome(c, err), time.Since(start))
+		o.Request(operationName(c.Request().Header.Get("X-Amz-Target")), outcome(c, err), time.Since(epoch)-start)
 		return err
 	}
 }
+
+// epoch anchors the clock requests are timed with: time.Since on it reads
+// only the monotonic clock, half the cost of time.Now.
+var epoch = time.Now()
 
 // operationName is the name of the operation target names, or
 // UnknownOperation.
