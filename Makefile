@@ -6,8 +6,8 @@
 #                a bbolt store under ./.hsmkms/ (created if needed)
 #   make test    the whole test suite (needs SoftHSM2; installed if missing)
 #   make bench   throughput and CPU figures against the raw token operation,
-#                and ratios measured in the same run (policy and audit
-#                overheads; grants: CreateGrant at 10,000 grants ÷ the first,
+#                and ratios measured in the same run (policy, audit and
+#                metrics overheads; grants: CreateGrant at 10,000 grants ÷ the first,
 #                an unrelated write while grants are created ÷ quiet)
 
 GO       ?= go

@@ -99,6 +99,9 @@ func TestDiskFullBreaksTheLogUntilThereIsRoom(t *testing.T) {
 	if err := w.Ready(); err == nil {
 		t.Fatal("Ready is nil with the log broken")
 	}
+	if !w.Broken() {
+		t.Fatal("Broken is false with the log broken (hsmkms_audit_broken would say 0)")
+	}
 	// Still broken, however often it is asked, until the retry is due and
 	// there is room. (Err counts the requests refused; Ready does not.)
 	refused := 1
@@ -130,6 +133,9 @@ func TestDiskFullBreaksTheLogUntilThereIsRoom(t *testing.T) {
 	}
 	if err := w.Ready(); err != nil {
 		t.Fatalf("Ready with room again: %v", err)
+	}
+	if w.Broken() {
+		t.Fatal("Broken is still true after the log recovered")
 	}
 	writeN(t, w, 3)
 	if err := w.Close(); err != nil {

@@ -5,7 +5,9 @@
 // periodically sealed by a checkpoint that an HSM-resident ECDSA P-256 key
 // signs. Writer appends records (to a rotating file and/or an io.Writer);
 // Verify checks a set of log files against the signing key's public key.
-// The line format is specified in FORMAT.md in this directory.
+// The line format is specified in FORMAT.md in this directory. For metrics,
+// Config.Observer is told of every write and Writer.Broken says, without
+// waiting for a write, whether the log refuses records.
 //
 // The package never sees key material: it signs through the small Signer
 // interface, which the caller implements with the token. It must not

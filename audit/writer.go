@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -76,6 +77,9 @@ type Config struct {
 	// Logger receives checkpoint failures that Write does not return
 	// (slog.Default() if nil).
 	Logger *slog.Logger
+	// Observer, if set, is told of every Write and WriteDurable, for
+	// metrics (observe.go).
+	Observer Observer
 }
 
 // Writer appends audit records. It is safe for concurrent use; records are
@@ -106,6 +110,8 @@ type Writer struct {
 	retryAt   time.Time
 	backoff   time.Duration
 	refused   int // Err calls answered with an error while broken
+
+	brokenNow atomic.Bool // what Broken reports (observe.go)
 }
 
 // Retry delays of a broken log: the first retry after minRetry, doubling up
@@ -179,6 +185,7 @@ func Open(cfg Config) (*Writer, error) {
 			return nil, err
 		}
 	}
+	w.publish() // a resumed log may start with too many unsigned records
 	return w, nil
 }
 
@@ -309,7 +316,11 @@ func (w *Writer) Write(ev *Event) error { return w.write(ev, w.cfg.SyncEachRecor
 // as the intent of a change that is about to be committed elsewhere.
 func (w *Writer) WriteDurable(ev *Event) error { return w.write(ev, true) }
 
-func (w *Writer) write(ev *Event, sync bool) error {
+func (w *Writer) write(ev *Event, sync bool) (err error) {
+	if w.cfg.Observer != nil {
+		start := time.Since(epoch)
+		defer w.observeWrite(start, &err)
+	}
 	if ev == nil {
 		return errors.New("audit: nil event")
 	}
@@ -322,6 +333,7 @@ func (w *Writer) write(ev *Event, sync bool) error {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	defer w.publish()
 	if err := w.usable(); err != nil {
 		return err
 	}
@@ -400,6 +412,7 @@ func (w *Writer) fail(err error, retryable bool) error {
 func (w *Writer) Checkpoint() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	defer w.publish()
 	if err := w.usable(); err != nil {
 		return err
 	}
@@ -414,6 +427,7 @@ func (w *Writer) Close() error {
 	if w.closed {
 		return nil
 	}
+	defer w.publish()
 	w.closed = true
 	var errs []error
 	if w.broken != nil {
@@ -446,6 +460,7 @@ func (w *Writer) Err() error { return w.check(true) }
 func (w *Writer) check(refusal bool) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	defer w.publish()
 	if err := w.usable(); err != nil {
 		if refusal {
 			w.refused++

@@ -127,7 +127,8 @@ func (t *Token) GenerateECKeyPair(ctx context.Context, r KeyRef, curve Curve) er
 // halves. The public half is stored first (see claimLocked).
 func (t *Token) generatePair(ctx context.Context, r KeyRef, mech uint, pub, priv []*pkcs11.Attribute) error {
 	m := []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}
-	return t.generate(ctx, r, [][]*pkcs11.Attribute{pub, priv}, func(s *Session, tmpls [][]*pkcs11.Attribute) ([]pkcs11.ObjectHandle, error) {
+	return t.generate(ctx, r, [][]*pkcs11.Attribute{pub, priv}, func(s *Session, tmpls [][]*pkcs11.Attribute) (_ []pkcs11.ObjectHandle, err error) {
+		defer t.observe(callGenerateKeyPair, t.clock(), &err)
 		hpub, hpriv, err := t.ctx.GenerateKeyPair(s.h, m, tmpls[0], tmpls[1])
 		if err != nil {
 			return nil, translate("C_GenerateKeyPair", err, false)
@@ -363,12 +364,13 @@ func (s *Session) Sign(r KeyRef, scheme SignScheme, h crypto.Hash, digest []byte
 }
 
 // signWith signs digest with the private key of e.
-func (s *Session) signWith(e keyEntry, scheme SignScheme, h crypto.Hash, digest []byte) ([]byte, error) {
+func (s *Session) signWith(e keyEntry, scheme SignScheme, h crypto.Hash, digest []byte) (_ []byte, err error) {
 	mech, data, err := signMechanism(scheme, h, digest)
 	if err != nil {
 		return nil, err
 	}
 	c := s.t.ctx
+	defer s.t.observe(callSign, s.t.clock(), &err)
 	if err := c.SignInit(s.h, []*pkcs11.Mechanism{mech}, e.use); err != nil {
 		return nil, translate("C_SignInit", err, false)
 	}
@@ -389,7 +391,7 @@ type ecdsaSig struct{ R, S *big.Int }
 
 // Verify checks sig over digest with r's public key in the token. A signature
 // that does not verify, including a malformed one, is ErrInvalidSignature.
-func (s *Session) Verify(r KeyRef, scheme SignScheme, h crypto.Hash, digest, sig []byte) error {
+func (s *Session) Verify(r KeyRef, scheme SignScheme, h crypto.Hash, digest, sig []byte) (err error) {
 	mech, data, err := signMechanism(scheme, h, digest)
 	if err != nil {
 		return err
@@ -406,6 +408,7 @@ func (s *Session) Verify(r KeyRef, scheme SignScheme, h crypto.Hash, digest, sig
 		return &Error{Op: "verify", Kind: ErrInvalidSignature, Err: fmt.Errorf("signature of %d bytes", len(sig))}
 	}
 	c := s.t.ctx
+	defer s.t.observe(callVerify, s.t.clock(), &err)
 	if err := c.VerifyInit(s.h, []*pkcs11.Mechanism{mech}, e.use); err != nil {
 		return translate("C_VerifyInit", err, false)
 	}
@@ -429,7 +432,7 @@ func rawECDSA(der []byte, size int) ([]byte, error) {
 }
 
 // MAC computes the HMAC with hash h of msg under r's key, in the token.
-func (s *Session) MAC(r KeyRef, h crypto.Hash, msg []byte) ([]byte, error) {
+func (s *Session) MAC(r KeyRef, h crypto.Hash, msg []byte) (_ []byte, err error) {
 	mech, err := hmacMechanism(h)
 	if err != nil {
 		return nil, err
@@ -439,6 +442,7 @@ func (s *Session) MAC(r KeyRef, h crypto.Hash, msg []byte) ([]byte, error) {
 		return nil, err
 	}
 	c := s.t.ctx
+	defer s.t.observe(callSign, s.t.clock(), &err)
 	if err := c.SignInit(s.h, mech, e.use); err != nil {
 		return nil, translate("C_SignInit", err, false)
 	}
@@ -448,7 +452,7 @@ func (s *Session) MAC(r KeyRef, h crypto.Hash, msg []byte) ([]byte, error) {
 
 // VerifyMAC checks mac over msg under r's key, in the token. A MAC that does
 // not match (or has the wrong length) is ErrInvalidSignature.
-func (s *Session) VerifyMAC(r KeyRef, h crypto.Hash, msg, mac []byte) error {
+func (s *Session) VerifyMAC(r KeyRef, h crypto.Hash, msg, mac []byte) (err error) {
 	mech, err := hmacMechanism(h)
 	if err != nil {
 		return err
@@ -461,6 +465,7 @@ func (s *Session) VerifyMAC(r KeyRef, h crypto.Hash, msg, mac []byte) error {
 		return err
 	}
 	c := s.t.ctx
+	defer s.t.observe(callVerify, s.t.clock(), &err)
 	if err := c.VerifyInit(s.h, mech, e.use); err != nil {
 		return translate("C_VerifyInit", err, false)
 	}

@@ -20,6 +20,10 @@
 // again; attempts that keep failing are spaced out. Token.Ready checks the
 // token end to end, storage included, for readiness probes.
 //
+// For metrics, Config.Observer is told of every PKCS#11 operation and every
+// wait for a session (observe.go), and SessionStats reads the pool without
+// waiting for a recovery; hsm knows nothing of what consumes them.
+//
 // Errors are translated from CKR codes once, in errors.go, into the closed set
 // of sentinels declared there (ErrNotFound, ErrInvalidCiphertext, …); callers
 // use errors.Is and never look at CKR codes or error text.

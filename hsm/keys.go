@@ -134,7 +134,8 @@ func (t *Token) GenerateAESKey(ctx context.Context, r KeyRef) error {
 // generateKey makes r's secret key with mech from its final template.
 func (t *Token) generateKey(ctx context.Context, r KeyRef, mech uint, tmpl []*pkcs11.Attribute) error {
 	m := []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}
-	return t.generate(ctx, r, [][]*pkcs11.Attribute{tmpl}, func(s *Session, tmpls [][]*pkcs11.Attribute) ([]pkcs11.ObjectHandle, error) {
+	return t.generate(ctx, r, [][]*pkcs11.Attribute{tmpl}, func(s *Session, tmpls [][]*pkcs11.Attribute) (_ []pkcs11.ObjectHandle, err error) {
+		defer t.observe(callGenerateKey, t.clock(), &err)
 		h, err := t.ctx.GenerateKey(s.h, m, tmpls[0])
 		if err != nil {
 			return nil, translate("C_GenerateKey", err, false)
@@ -263,8 +264,9 @@ func stagedTemplate(r KeyRef, final []*pkcs11.Attribute) []*pkcs11.Attribute {
 // hs. Objects are copied in order, so a key pair's public half is stored
 // before its private half. If a copy fails, the copies already made are
 // destroyed. The caller holds objectsMu.
-func (s *Session) promoteLocked(r KeyRef, hs []pkcs11.ObjectHandle, final [][]*pkcs11.Attribute) ([]pkcs11.ObjectHandle, error) {
+func (s *Session) promoteLocked(r KeyRef, hs []pkcs11.ObjectHandle, final [][]*pkcs11.Attribute) (_ []pkcs11.ObjectHandle, err error) {
 	c := s.t.ctx
+	defer s.t.observe(callCopyObject, s.t.clock(), &err)
 	// Session objects vanish with their session anyway; destroying them now
 	// keeps the pooled session from holding key material. A failure here
 	// leaves the complete token copies in place, so it is not an error.
@@ -311,7 +313,7 @@ var keyClasses = [...]uint{pkcs11.CKO_SECRET_KEY, pkcs11.CKO_PRIVATE_KEY, pkcs11
 // DestroyKey destroys r's token objects (a secret key, or both halves of a
 // key pair) and their session copies. ErrNotFound if there are none.
 func (t *Token) DestroyKey(ctx context.Context, r KeyRef) error {
-	return t.Do(ctx, func(s *Session) error {
+	return t.Do(ctx, func(s *Session) (err error) {
 		t.objectsMu.Lock()
 		defer t.objectsMu.Unlock()
 		for _, class := range keyClasses {
@@ -326,6 +328,7 @@ func (t *Token) DestroyKey(ctx context.Context, r KeyRef) error {
 		if len(hs) == 0 {
 			return &Error{Op: "destroy key", Kind: ErrNotFound, Err: fmt.Errorf("no object %s", r.Label())}
 		}
+		defer t.observe(callDestroyObject, t.clock(), &err)
 		for _, h := range hs {
 			if err := t.ctx.DestroyObject(s.h, h); err != nil {
 				return translate("C_DestroyObject", err, false)
@@ -337,8 +340,9 @@ func (t *Token) DestroyKey(ctx context.Context, r KeyRef) error {
 
 // findObjects runs one search with tmpl and returns every match. The caller
 // holds objectsMu.
-func (s *Session) findObjects(tmpl []*pkcs11.Attribute) ([]pkcs11.ObjectHandle, error) {
+func (s *Session) findObjects(tmpl []*pkcs11.Attribute) (_ []pkcs11.ObjectHandle, err error) {
 	c := s.t.ctx
+	defer s.t.observe(callFindObjects, s.t.clock(), &err)
 	if err := c.FindObjectsInit(s.h, tmpl); err != nil {
 		return nil, translate("C_FindObjectsInit", err, false)
 	}
@@ -468,7 +472,9 @@ func (t *Token) entryLocked(s *Session, h pkcs11.ObjectHandle, class uint) (keyE
 	}
 	var cp pkcs11.ObjectHandle
 	var err error
+	start := t.clock()
 	t.withLogin(func(login pkcs11.SessionHandle) {
+		defer t.observe(callCopyObject, start, &err)
 		cp, err = t.ctx.CopyObject(login, h, []*pkcs11.Attribute{
 			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
 			pkcs11.NewAttribute(pkcs11.CKA_MODIFIABLE, false),

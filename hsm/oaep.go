@@ -23,7 +23,7 @@ type oaepMode struct{ native, raw atomic.Bool }
 // with SHA-1 only) the token does the raw RSA operation (CKM_RSA_X_509) and
 // the padding is removed here in constant time. Any failure to decrypt is the
 // same ErrInvalidCiphertext. The caller owns the plaintext and must zero it.
-func (s *Session) DecryptOAEP(r KeyRef, h crypto.Hash, ciphertext []byte) ([]byte, error) {
+func (s *Session) DecryptOAEP(r KeyRef, h crypto.Hash, ciphertext []byte) (_ []byte, err error) {
 	m, ok := hashMechs[h]
 	if !ok || (h != crypto.SHA1 && h != crypto.SHA256) {
 		return nil, &Error{Op: "decrypt", Kind: ErrInvalidInput}
@@ -35,6 +35,7 @@ func (s *Session) DecryptOAEP(r KeyRef, h crypto.Hash, ciphertext []byte) ([]byt
 	if len(ciphertext) != e.size || e.size < 2*h.Size()+2 {
 		return nil, errOAEP
 	}
+	defer s.t.observe(callDecrypt, s.t.clock(), &err)
 	mode := &s.t.oaep[0]
 	if h == crypto.SHA256 {
 		mode = &s.t.oaep[1]

@@ -30,17 +30,26 @@ func (s *Session) IV(iv []byte) error {
 		return &Error{Op: "iv", Kind: ErrInvalidInput}
 	}
 	if len(s.p.ivs) < GCMIVLen {
-		r, err := s.t.ctx.GenerateRandom(s.h, GCMIVLen*ivBatch)
-		if err != nil {
-			return translate("C_GenerateRandom", err, false)
+		if err := s.ivBatch(); err != nil {
+			return err
 		}
-		if len(r) != GCMIVLen*ivBatch {
-			return &Error{Op: "C_GenerateRandom", Kind: ErrInternal}
-		}
-		s.p.ivs = r
 	}
 	copy(iv, s.p.ivs[:GCMIVLen])
 	s.p.ivs = s.p.ivs[GCMIVLen:]
+	return nil
+}
+
+// ivBatch refills the session's batch of IVs from the token's RNG.
+func (s *Session) ivBatch() (err error) {
+	defer s.t.observe(callRandom, s.t.clock(), &err)
+	r, err := s.t.ctx.GenerateRandom(s.h, GCMIVLen*ivBatch)
+	if err != nil {
+		return translate("C_GenerateRandom", err, false)
+	}
+	if len(r) != GCMIVLen*ivBatch {
+		return &Error{Op: "C_GenerateRandom", Kind: ErrInternal}
+	}
+	s.p.ivs = r
 	return nil
 }
 
@@ -53,7 +62,8 @@ func (t *Token) withLogin(fn func(pkcs11.SessionHandle)) {
 }
 
 // Random fills dst from the token's random number generator.
-func (s *Session) Random(dst []byte) error {
+func (s *Session) Random(dst []byte) (err error) {
+	defer s.t.observe(callRandom, s.t.clock(), &err)
 	r, err := s.t.ctx.GenerateRandom(s.h, len(dst))
 	if err != nil {
 		return translate("C_GenerateRandom", err, false)
@@ -110,7 +120,12 @@ func (s *Session) gcm(decrypt bool, key KeyRef, iv, aad, in []byte) ([]byte, err
 }
 
 // gcmWith runs one single-part AES-GCM operation on the object h.
-func (s *Session) gcmWith(decrypt bool, h pkcs11.ObjectHandle, iv, aad, in []byte) ([]byte, error) {
+func (s *Session) gcmWith(decrypt bool, h pkcs11.ObjectHandle, iv, aad, in []byte) (_ []byte, err error) {
+	call := callEncrypt
+	if decrypt {
+		call = callDecrypt
+	}
+	defer s.t.observe(call, s.t.clock(), &err)
 	params := pkcs11.NewGCMParams(iv, aad, GCMTagLen*8)
 	defer params.Free()
 	mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}

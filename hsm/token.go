@@ -51,6 +51,9 @@ type Config struct {
 	// that is not sensitive, may wrap and unwrap, and carries no CKA_ID or
 	// label; a copy is written in one step (see generate in keys.go).
 	AtomicObjectCreation bool
+	// Observer, if set, is told of every token operation and session wait,
+	// for metrics (observe.go).
+	Observer Observer
 }
 
 func (c *Config) validate() error {
@@ -95,6 +98,8 @@ type Token struct {
 	oaep   [2]oaepMode // SHA-1, SHA-256: does the token decrypt OAEP natively?
 	probe  probeState
 	canary canaryState
+
+	sessionStats sessionStatsState // observe.go
 }
 
 // Open loads the module, finds the token, logs in and opens the long-lived
@@ -373,7 +378,7 @@ func (t *Token) doOnce(ctx context.Context, fn func(*Session) error) (gen uint64
 	if t.down != nil {
 		return gen, repairRecover, unavailable("session", t.down)
 	}
-	ps, err := t.pool.get(ctx, t.ctx, t.slot, t.cfg.WaitTimeout)
+	ps, err := t.getSession(ctx)
 	if err != nil {
 		err = translate("C_OpenSession", err, false)
 		if needsRecovery(err) {

@@ -192,6 +192,19 @@ func (g gatedStore) DeleteSetting(ctx context.Context, name string) error {
 // AllKeys implements store.Store.
 func (g gatedStore) AllKeys(ctx context.Context) ([]store.Key, error) { return g.inner.AllKeys(ctx) }
 
+// ReserveGCM implements store.Store. It passes no gate, on purpose: a
+// reservation of encryption counts (gcmbudget.go) is bookkeeping of the
+// request path, not a change of any key, and has no audit record; an
+// Encrypt must never write an intent record.
+func (g gatedStore) ReserveGCM(ctx context.Context, keyID string, version uint32, n uint64) error {
+	return g.inner.ReserveGCM(ctx, keyID, version, n)
+}
+
+// GCMReservations implements store.Store.
+func (g gatedStore) GCMReservations(ctx context.Context) ([]store.GCMReservation, error) {
+	return g.inner.GCMReservations(ctx)
+}
+
 // Close implements store.Store.
 func (g gatedStore) Close() error { return g.inner.Close() }
 

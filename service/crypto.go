@@ -34,8 +34,15 @@ func (s *Service) encryptionKey(ctx context.Context, caller Caller, field, keyID
 }
 
 // seal encrypts plaintext under k's current version in session sess, and
-// returns the blob and the version used.
+// returns the blob and the version used. The encryption is counted against
+// the version's AES-GCM limit first (gcmbudget.go).
 func seal(sess *hsm.Session, k *key, ec map[string]string, plaintext []byte) ([]byte, uint32, error) {
+	if k.gcm == nil {
+		return nil, 0, internal(fmt.Errorf("key %s has no AES-GCM counter", k.rec.ID))
+	}
+	if err := k.gcm.take(); err != nil {
+		return nil, 0, err
+	}
 	h := blob.Header{Version: blob.Version1, KeyID: k.raw, KeyVersion: k.rec.Current().Number}
 	if err := sess.IV(h.IV[:]); err != nil {
 		return nil, 0, err

@@ -161,6 +161,7 @@ func (s *Service) deleteKey(ctx context.Context, id string) error {
 		return err
 	}
 	s.keys.Delete(id)
+	s.gcm.forget(id)
 	return nil
 }
 

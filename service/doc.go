@@ -6,6 +6,11 @@
 // types here (whose JSON field names are AWS's) and encodes the Output types.
 // It imports hsm, blob and service/store, never echo or service/api.
 //
+// Every AES-GCM encryption is counted per key version against the 2^32 that
+// random IVs allow, with counts reserved in the store in blocks so that a
+// crash never loses one (gcmbudget.go); Stats reports them, and the key
+// counts, for metrics.
+//
 // Plaintext handled here (Encrypt input, Decrypt output, data keys, the
 // plaintext between the two halves of ReEncrypt) is never logged, never put
 // in an error, and is zeroed as soon as it is no longer needed; outputs that

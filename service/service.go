@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -74,6 +75,13 @@ type Config struct {
 	// TestHook, if set, is called at each phase of a key deletion (Phase*
 	// constants) with the key id. Crash tests stop the process there.
 	TestHook func(phase, keyID string)
+	// Logger receives what the service reports on its own from the request
+	// path: a key version past half its AES-GCM limit (default: discard).
+	Logger *slog.Logger
+	// GCMReserveBlock is how many AES-GCM encryptions of a key version are
+	// reserved in the store at a time (default DefaultGCMReserveBlock;
+	// tests make it small).
+	GCMReserveBlock uint64
 }
 
 // Service runs KMS operations. It is safe for concurrent use.
@@ -93,6 +101,7 @@ type Service struct {
 	keys sync.Map // key id -> *key
 
 	markers  markers
+	gcm      *gcmBudget           // AES-GCM encryptions per key version (gcmbudget.go)
 	events   ServiceEventRecorder // nil: background changes are not recorded
 	testHook func(phase, keyID string)
 	rotateMu sync.Mutex // one rotation at a time picks the next version
@@ -119,6 +128,12 @@ func New(cfg Config) (*Service, error) {
 	s := &Service{token: cfg.Token, region: cfg.Region, partition: cfg.Partition, now: cfg.Now,
 		testHook: cfg.TestHook, limits: limits}
 	s.store = gatedStore{inner: cfg.Store, arn: s.keyARN}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if s.gcm, err = newGCMBudget(context.Background(), s.store, cfg.GCMReserveBlock, cfg.Logger); err != nil {
+		return nil, fmt.Errorf("service: %w", err)
+	}
 	if s.markers, err = initMarkers(context.Background(), cfg.Token, cfg.Store); err != nil {
 		return nil, fmt.Errorf("service: %w", err)
 	}
@@ -146,6 +161,7 @@ type key struct {
 	materialIDs map[uint32]string
 	pub         atomic.Pointer[publicKey] // asymmetric keys: read from the token on first use
 	pol         *policy.Policy            // the key policy, parsed
+	gcm         *gcmCounter               // symmetric keys: the current version's encryptions
 }
 
 func (s *Service) keyARN(account, id string) string {
@@ -161,6 +177,9 @@ func (s *Service) newKey(rec store.Key) (*key, error) {
 		pol: s.parseKeyPolicy(rec.Policy, rec.Account)}
 	for _, v := range rec.Versions {
 		k.materialIDs[v.Number] = materialID(raw, v.Number)
+	}
+	if k.symmetric() {
+		k.gcm = s.gcm.counter(rec.ID, rec.Current().Number)
 	}
 	return k, nil
 }

@@ -13,7 +13,8 @@ import (
 
 // Imports point down (docs/ARCHITECTURE.md, "Layout"): cmd → service/api →
 // service → hsm, blob, service/store. hsm is the only importer of the PKCS#11
-// libraries; blob uses the standard library only; nothing imports cmd.
+// libraries; blob uses the standard library only; nothing imports cmd;
+// metrics alone imports Prometheus, and only cmd/hsmkms imports metrics.
 func TestImportsPointDown(t *testing.T) {
 	const mod = "github.com/hsmkms/hsmkms"
 	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}}|{{join .Imports " "}}|{{.Standard}}`, mod+"/...").CombinedOutput()
@@ -43,6 +44,10 @@ func TestImportsPointDown(t *testing.T) {
 				t.Errorf("%s imports %s; nothing imports cmd", rel, d)
 			case internal && drel == "test":
 				t.Errorf("%s imports the test package", rel)
+			case strings.HasPrefix(d, "github.com/prometheus/") && rel != "metrics" && rel != "test":
+				t.Errorf("%s imports %s; only metrics speaks Prometheus (the layers below take observers)", rel, d)
+			case internal && drel == "metrics" && rel != "cmd/hsmkms" && rel != "test":
+				t.Errorf("%s imports metrics; only cmd/hsmkms wires it", rel)
 			}
 			switch {
 			case rel == "blob" && !isStd(d):

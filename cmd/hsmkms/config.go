@@ -58,6 +58,10 @@ type fileConfig struct {
 		GrantsPerKey   int `yaml:"grants_per_key"`
 	} `yaml:"limits"`
 	RateLimits rateLimitsFile `yaml:"rate_limits"`
+	// Metrics: the Prometheus listener (absent: off).
+	Metrics struct {
+		Listen string `yaml:"listen"`
+	} `yaml:"metrics"`
 }
 
 type principalConfig struct {
@@ -126,6 +130,7 @@ type options struct {
 	proxyProtocol                   bool
 	maxConns                        int
 	rateLimits                      rateLimitOptions
+	metricsListen                   string // resolved by metricsAddress; "" is off
 	file                            fileConfig
 }
 
@@ -181,6 +186,7 @@ func parseServeFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.limits.AliasesPerKey, "aliases-per-key", 0, fmt.Sprintf("quota of aliases per key (default %d, AWS's)", service.DefaultAliasesPerKey))
 	fs.IntVar(&o.limits.GrantsPerKey, "grants-per-key", 0, fmt.Sprintf("quota of grants per key (default %d, AWS's)", service.DefaultGrantsPerKey))
 	o.rateLimits.flags(fs)
+	fs.StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus metrics at GET /metrics on this address, a listener of its own (PORT or :PORT: loopback; HOST:PORT as given; default off)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -275,6 +281,7 @@ func (o *options) loadFile() error {
 		o.trustedProxies = f.TrustedProxies
 	}
 	setIntIf(&o.maxConns, f.MaxConnections)
+	setIf(&o.metricsListen, f.Metrics.Listen)
 	return nil
 }
 
@@ -317,6 +324,13 @@ func (o *options) check() error {
 	}
 	if err := o.checkToken(); err != nil {
 		return err
+	}
+	if o.metricsListen != "" {
+		addr, err := metricsAddress(o.metricsListen)
+		if err != nil {
+			return err
+		}
+		o.metricsListen = addr
 	}
 	if o.dev && !o.devContainer {
 		if err := loopbackOnly(o.listen); err != nil {

@@ -61,6 +61,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) (err er
 		return err
 	}
 	defer rawLn.Close()
+	// Metrics (--metrics-listen): a port of their own, bound as early.
+	metricsEP, err := openMetrics(o.metricsListen)
+	if err != nil {
+		return err
+	}
+	defer metricsEP.close()
+	mtr := metricsEP.metrics() // nil when off: every observer below is nil
 	proxies, err := transport.ParseProxies(o.trustedProxies)
 	if err != nil {
 		return err
@@ -91,6 +98,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) (err er
 	tok, err := hsm.Open(ctx, hsm.Config{
 		ModulePath: o.module, TokenLabel: o.tokenLabel, TokenSerial: o.tokenSerial, PIN: pin,
 		MaxSessions: o.maxSessions, SessionKeyCopies: o.sessionKeyCopies,
+		Observer: mtr.TokenObserver(),
 	})
 	if err != nil {
 		return fmt.Errorf("open token: %w", err)
@@ -104,7 +112,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) (err er
 	if err != nil {
 		return err
 	}
-	svc, err := service.New(service.Config{Token: tok, Store: st, Region: o.region, Now: now, TestHook: hook, Limits: o.limits})
+	svc, err := service.New(service.Config{Token: tok, Store: st, Region: o.region, Now: now, TestHook: hook, Limits: o.limits, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -115,7 +123,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) (err er
 	}
 	var auditLog *audit.Writer
 	if o.audit {
-		if auditLog, err = o.openAudit(ctx, svc, stdout, log); err != nil {
+		if auditLog, err = o.openAudit(ctx, svc, stdout, log, mtr.AuditObserver()); err != nil {
 			return err
 		}
 		// Closed after the server stops and before the token closes: the
@@ -135,6 +143,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) (err er
 	apiCfg := api.Config{Service: svc, Credentials: live, Region: o.region, Logger: log, Proxies: proxies}
 	apiCfg.RateLimits = o.rateLimits.resolved
 	apiCfg.AccessLog = o.accessLog
+	apiCfg.Observer = mtr.RequestObserver()
 	if auditLog != nil {
 		apiCfg.Audit = auditLog
 	}
@@ -218,6 +227,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) (err er
 	if auditLog != nil {
 		svc.RecordServiceEvents(auditLog)
 	}
+	// Metrics read the token, the service and the audit log at each scrape.
+	mtr.WatchToken(tok)
+	mtr.WatchService(svc)
+	if auditLog != nil {
+		mtr.WatchAudit(auditLog)
+	}
+	metricsEP.serve(log)
 	svc.RunScheduledWork(ctx, log) // deadlines that passed while stopped, before any request
 	reapCtx, stopReaper := context.WithCancel(ctx)
 	reaperDone := make(chan struct{})
@@ -324,9 +340,9 @@ func (o *options) tokenPIN(ctx context.Context) (string, error) {
 
 // openAudit opens the audit log with the token-resident audit key, and
 // writes the key's public key beside the store for verifiers.
-func (o *options) openAudit(ctx context.Context, svc *service.Service, stdout io.Writer, log *slog.Logger) (*audit.Writer, error) {
+func (o *options) openAudit(ctx context.Context, svc *service.Service, stdout io.Writer, log *slog.Logger, obs audit.Observer) (*audit.Writer, error) {
 	cfg := audit.Config{File: o.auditFile, MaxFileSize: o.auditMaxBytes, CheckpointEvery: o.auditCheckpointEvery, Logger: log,
-		RetainFiles: o.auditRetainFiles, RetainFor: o.auditRetainAge, MinFreeBytes: o.auditMinFreeBytes}
+		RetainFiles: o.auditRetainFiles, RetainFor: o.auditRetainAge, MinFreeBytes: o.auditMinFreeBytes, Observer: obs}
 	if o.auditStdout {
 		cfg.Out = stdout
 	}

@@ -66,6 +66,9 @@ type Config struct {
 	// Records of throttled requests are rate-limited like those of failed
 	// authentication (AuthFailureRecords), per principal.
 	RateLimits RateLimits
+	// Observer, if set, is told of every KMS request once answered, for
+	// metrics (observe.go).
+	Observer Observer
 }
 
 // Server is the KMS endpoint. It is an http.Handler.
@@ -86,6 +89,7 @@ type Server struct {
 	// throttledRecords bounds the records of throttled requests, per
 	// principal.
 	throttledRecords *authFailureLimiter
+	observer         Observer
 }
 
 // New builds the endpoint.
@@ -106,7 +110,7 @@ func New(cfg Config) (*Server, error) {
 		limit:  cfg.BodyLimit,
 		audit:  cfg.Audit,
 		region: cfg.Region, partition: "aws",
-		proxies: cfg.Proxies, accessLog: cfg.AccessLog,
+		proxies: cfg.Proxies, accessLog: cfg.AccessLog, observer: cfg.Observer,
 	}
 	s.authFails = newAuthFailureLimiter(cfg.AuthFailureRecords, time.Now)
 	s.throttledRecords = newAuthFailureLimiter(cfg.AuthFailureRecords, time.Now)
@@ -122,7 +126,7 @@ func New(cfg Config) (*Server, error) {
 		s.limit = DefaultBodyLimit
 	}
 	s.echo = newEcho(s.log)
-	s.echo.POST("/", s.handle)
+	s.echo.POST("/", s.observed(s.handle))
 	s.echo.GET("/healthz", func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") })
 	s.echo.GET("/readyz", s.ready)
 	return s, nil

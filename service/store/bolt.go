@@ -61,6 +61,7 @@ type Bolt struct {
 	keysPerAccount map[string]int
 	aliasesPerKey  map[string]int
 	grants         grantIndex
+	gcm            map[gcmVersion]uint64 // reserved AES-GCM counts (gcm.go)
 }
 
 // legacyKey is a key record as written before grants were records of their
@@ -152,7 +153,7 @@ func (s *Bolt) load() error {
 		if err != nil {
 			return err
 		}
-		return kb.ForEach(func(id, v []byte) error {
+		err = kb.ForEach(func(id, v []byte) error {
 			var k legacyKey
 			if err := json.Unmarshal(v, &k); err != nil {
 				return fmt.Errorf("record %s: %w", id, err)
@@ -167,6 +168,10 @@ func (s *Bolt) load() error {
 			}
 			return nil
 		})
+		if err != nil {
+			return err
+		}
+		return s.loadGCM(tx)
 	})
 	if err != nil {
 		return err
@@ -385,6 +390,7 @@ func (s *Bolt) deleteKeyRecord(id string) error {
 			gone = append(gone, ak)
 		}
 	}
+	var forgetGCM func()
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		ab := tx.Bucket(aliasesBucket)
 		for _, ak := range gone {
@@ -392,12 +398,17 @@ func (s *Bolt) deleteKeyRecord(id string) error {
 				return err
 			}
 		}
+		var err error
+		if forgetGCM, err = s.deleteGCM(tx, k); err != nil {
+			return err
+		}
 		return tx.Bucket(keysBucket).Delete([]byte(id))
 	})
 	if err != nil {
 		return fmt.Errorf("store: delete key: %w", err)
 	}
 	s.publish(func() {
+		forgetGCM()
 		for _, ak := range gone {
 			delete(s.aliases, ak)
 		}

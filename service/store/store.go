@@ -209,6 +209,14 @@ func (k Key) Clone() Key {
 	return k
 }
 
+// GCMReservation is the count of AES-GCM encryptions recorded for one key
+// version (ReserveGCM): at least as many as it has made.
+type GCMReservation struct {
+	KeyID    string
+	Version  uint32
+	Reserved uint64
+}
+
 // Alias is a friendly name for a key, unique within an account.
 type Alias struct {
 	Name        string    `json:"name"` // "alias/…"
@@ -303,6 +311,17 @@ type Store interface {
 
 	// AllKeys returns every record, of every account, in id order.
 	AllKeys(ctx context.Context) ([]Key, error)
+
+	// ReserveGCM records that version of key keyID may have made up to n
+	// AES-GCM encryptions (random IVs drawn), and returns once that is on
+	// disk. A count lower than the one recorded changes nothing: counts
+	// only grow. It is bookkeeping, not a change of the key: the record and
+	// its revision stay as they are. ErrNotFound if the key or the version
+	// does not exist. The key's counts go with it when it is deleted.
+	ReserveGCM(ctx context.Context, keyID string, version uint32, n uint64) error
+	// GCMReservations returns the recorded count of every key version that
+	// has one, from memory, in no particular order.
+	GCMReservations(ctx context.Context) ([]GCMReservation, error)
 	// Close flushes and closes the store.
 	Close() error
 }
