@@ -11,7 +11,10 @@
 // Unless the token stores new objects atomically (Config.AtomicObjectCreation),
 // a key is generated as a session object and copied to the token, so that a
 // process killed during creation leaves no half-made, unprotected key object;
-// StrayObjects reports whatever an interrupted creation does leave.
+// StrayObjects reports whatever an interrupted creation does leave, and
+// KeyMaterials describes the key objects hsmkms made (read from their
+// attributes only), so that keys whose records were lost can be adopted.
+// Info describes the token and the session pool, for an operator.
 //
 // It recovers from token faults without a restart (docs/ARCHITECTURE.md, decision 6): a
 // broken session is discarded; a lost login is restored; a failure that may

@@ -11,6 +11,10 @@
 // crash never loses one (gcmbudget.go); Stats reports them, and the key
 // counts, for metrics.
 //
+// Beyond the KMS operations: reconciliation of the store with the token,
+// and adoption (Adopt) of the key versions that a store restored from an
+// older backup does not name.
+//
 // Plaintext handled here (Encrypt input, Decrypt output, data keys, the
 // plaintext between the two halves of ReEncrypt) is never logged, never put
 // in an error, and is zeroed as soon as it is no longer needed; outputs that

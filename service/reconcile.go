@@ -85,7 +85,7 @@ func (r *ReconcileReport) Log(log *slog.Logger) {
 		log.Error("key material missing from the token", "object", m)
 	}
 	for _, o := range r.Orphans {
-		log.Warn("token object not named by any key record (left in place)", "object", o)
+		log.Warn("token object not named by any key record (left in place; after a restore from an older backup, `hsmkms admin adopt` lists and adopts such keys)", "object", o)
 	}
 	for _, o := range r.Stray {
 		log.Warn("token object no key reference identifies, as an interrupted key creation leaves (left in place)",

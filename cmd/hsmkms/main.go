@@ -3,6 +3,7 @@
 //
 //	hsmkms serve [flags]                                 run the service
 //	hsmkms audit verify --public-key FILE LOG|DIR...     check audit log files
+//	hsmkms admin status|backup|restore|adopt             operate a data directory
 //	hsmkms version                                       print the version
 //	hsmkms help                                          print the usage
 //
@@ -35,6 +36,10 @@ Usage:
                            check the audit log's hash chain and signed checkpoints
                            (LOG: the audit directory, the current log or the files)
   hsmkms tls new-key       create the TLS key pair in the token and print a CSR
+  hsmkms admin status|backup|restore|adopt
+                           operate a data directory: status, online backup,
+                           offline restore, adoption of keys a restore lost
+                           (hsmkms admin help)
   hsmkms version           print the version
   hsmkms help              print this help
 
@@ -77,6 +82,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return auditCommand(ctx, args[1:], stdout, stderr)
 	case "tls":
 		return tlsCommand(ctx, args[1:], stdout, stderr)
+	case "admin":
+		return adminCommand(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "hsmkms", versionString())
 		return nil

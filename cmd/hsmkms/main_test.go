@@ -20,7 +20,7 @@ func runCommand(args ...string) (code int, stdout, stderr string) {
 // lists every command.
 func TestHelp(t *testing.T) {
 	t.Parallel()
-	commands := []string{"hsmkms serve", "hsmkms audit verify", "hsmkms tls new-key", "hsmkms version", "hsmkms help"}
+	commands := []string{"hsmkms serve", "hsmkms audit verify", "hsmkms tls new-key", "hsmkms admin", "hsmkms version", "hsmkms help"}
 	cases := []struct {
 		name       string
 		args       []string

@@ -234,6 +234,15 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) (err er
 		mtr.WatchAudit(auditLog)
 	}
 	metricsEP.serve(log)
+	// The admin socket (hsmkms admin status|backup|adopt), after recording
+	// what happened to the store while no server ran; closed before the
+	// audit log and the store.
+	stopAdmin, err := startAdmin(adminConfig{dataDir: o.dataDir, storePath: o.storePath(), endpoint: endpoint,
+		region: o.region, store: st, svc: svc, token: tok, audit: auditLog, log: log})
+	if err != nil {
+		return err
+	}
+	defer stopAdmin()
 	svc.RunScheduledWork(ctx, log) // deadlines that passed while stopped, before any request
 	reapCtx, stopReaper := context.WithCancel(ctx)
 	reaperDone := make(chan struct{})

@@ -62,6 +62,8 @@ type Bolt struct {
 	aliasesPerKey  map[string]int
 	grants         grantIndex
 	gcm            map[gcmVersion]uint64 // reserved AES-GCM counts (gcm.go)
+
+	migratedFrom int // the schema version Open migrated from (0: none)
 }
 
 // legacyKey is a key record as written before grants were records of their
@@ -79,9 +81,18 @@ type legacyKey struct {
 // recognises, so it finishes the move without duplicating a grant. Grants
 // whose key is gone (a crash in the middle of DeleteKey) are removed.
 //
+// Each file records its schema version (SchemaVersion): files of an older
+// schema are migrated, each in the transaction that loads it; a file of a
+// newer schema, or of an unreadable one, is refused (ErrSchemaTooNew,
+// ErrSchemaInvalid) before either file changes. A store whose restore
+// did not finish (RestoreNote) is refused with ErrRestoreIncomplete.
+//
 // A file another process has open (another hsmkms on the same data
 // directory) is refused with ErrLocked after LockTimeout.
 func Open(path string) (*Bolt, error) {
+	if err := checkNoRestoreInProgress(path); err != nil {
+		return nil, err
+	}
 	opts := &bolt.Options{Timeout: LockTimeout}
 	db, err := openFile(path, opts)
 	if err != nil {
@@ -90,6 +101,11 @@ func Open(path string) (*Bolt, error) {
 	gdb, err := openFile(GrantsPath(path), opts)
 	if err != nil {
 		db.Close()
+		return nil, err
+	}
+	if err := checkSchemas(db, gdb); err != nil {
+		db.Close()
+		gdb.Close()
 		return nil, err
 	}
 	s := &Bolt{db: db, gdb: gdb, keys: make(map[string]Key), aliases: make(map[string]Alias),
@@ -127,6 +143,9 @@ func openFile(path string, opts *bolt.Options) (*bolt.DB, error) {
 func (s *Bolt) load() error {
 	var legacy []legacyKey
 	err := s.db.Update(func(tx *bolt.Tx) error {
+		if err := s.migrate(tx, s.db.Path()); err != nil {
+			return err
+		}
 		if _, err := tx.CreateBucketIfNotExists(settingsBucket); err != nil {
 			return err
 		}
@@ -178,6 +197,9 @@ func (s *Bolt) load() error {
 	}
 	var all []*Grant
 	err = s.gdb.Update(func(tx *bolt.Tx) error {
+		if err := s.migrate(tx, s.gdb.Path()); err != nil {
+			return err
+		}
 		gb, err := tx.CreateBucketIfNotExists(grantsBucket)
 		if err != nil {
 			return err
@@ -251,6 +273,19 @@ func (s *Bolt) load() error {
 			return fmt.Errorf("grants %s and %s: same sequence number %d", all[i-1].ID, g.ID, g.Seq)
 		}
 		s.grants.add(g)
+	}
+	return nil
+}
+
+// migrate brings one file to the current schema in tx (migrateSchema) and
+// remembers the oldest version it found.
+func (s *Bolt) migrate(tx *bolt.Tx, name string) error {
+	from, err := migrateSchema(tx, name)
+	if err != nil {
+		return err
+	}
+	if from > 0 && from < SchemaVersion && (s.migratedFrom == 0 || from < s.migratedFrom) {
+		s.migratedFrom = from
 	}
 	return nil
 }

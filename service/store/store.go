@@ -12,6 +12,12 @@
 // per key, grants per key — the caller passes the limit, the store counts),
 // the grant Name retry rule, unique ids and names, and revisions.
 //
+// Each bbolt file records its schema version (SchemaVersion): Open migrates
+// an older file in the transaction that loads it and refuses a newer one.
+// Snapshot takes an online backup of both files as of one instant, and
+// Restore puts such a backup in place, offline, keeping what it replaces
+// (backup.go, restore.go).
+//
 // It imports bbolt and the standard library, and no other hsmkms package.
 package store
 
