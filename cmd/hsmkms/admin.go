@@ -388,6 +388,9 @@ func (o *adminOptions) restore(ctx context.Context, file string, stdout io.Write
 	if res.Resumed {
 		fmt.Fprintln(stdout, "(this finished a restore that had been interrupted)")
 	}
+	if res.GCMRaised > 0 {
+		fmt.Fprintf(stdout, "the AES-GCM encryption counts of %d keys were raised by %d (the encryptions made since the backup are unknown); rotate keys that were heavily used\n", res.GCMRaised, store.RestoreGCMMargin)
+	}
 	if res.MigratedFrom != 0 {
 		fmt.Fprintf(stdout, "the store was migrated from schema %d to %d\n", res.MigratedFrom, store.SchemaVersion)
 	}

@@ -488,3 +488,42 @@ func TestInterruptedRestore(t *testing.T) {
 		t.Errorf("restored store differs:\n got %+v\nwant %+v", got, want)
 	}
 }
+
+// TestRestoreRaisesGCMCounts: a restored store's AES-GCM counts are as old
+// as its backup, and the encryptions made since are unknown, so a restore
+// raises every symmetric key's current count by RestoreGCMMargin: too high,
+// never too low.
+func TestRestoreRaisesGCMCounts(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	src := filledStore(t, t.TempDir())
+	const used = 5 << 20
+	if err := src.ReserveGCM(ctx, "00000000-0000-4000-8000-000000000001", 1, used); err != nil {
+		t.Fatal(err)
+	}
+	archive, _ := backupOf(t, src)
+	path := filepath.Join(t.TempDir(), "data", "hsmkms.db")
+	res, err := Restore(path, bytes.NewReader(archive), RestoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.GCMRaised != 2 {
+		t.Errorf("GCMRaised = %d, want 2 (both symmetric keys)", res.GCMRaised)
+	}
+	dst, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	rs, err := dst.GCMReservations(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]uint64{}
+	for _, r := range rs {
+		got[r.KeyID] = r.Reserved
+	}
+	if got["00000000-0000-4000-8000-000000000001"] != used+RestoreGCMMargin || got["00000000-0000-4000-8000-000000000002"] != RestoreGCMMargin {
+		t.Errorf("counts after restore %v, want the backup's plus %d", got, RestoreGCMMargin)
+	}
+}

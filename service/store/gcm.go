@@ -114,3 +114,35 @@ func (s *Bolt) deleteGCM(tx *bolt.Tx, k Key) (func(), error) {
 		}
 	}, nil
 }
+
+// RestoreGCMMargin is what a restore adds to the AES-GCM count of every
+// symmetric key's current version: the counts in a backup are as old as the
+// backup, and the encryptions made since are unknown. 2^28 is 1/16 of the
+// 2^32 budget, so a key restored 16 times without a rotation reaches its
+// limit: counted too high rather than too low. Operators rotate heavily used
+// keys after restoring an old backup (the README says so).
+const RestoreGCMMargin = 1 << 28
+
+// raiseGCMForRestore adds RestoreGCMMargin to the count of every symmetric
+// key's current version; it returns how many it raised.
+func (s *Bolt) raiseGCMForRestore(ctx context.Context) (int, error) {
+	keys, err := s.AllKeys(ctx)
+	if err != nil {
+		return 0, err
+	}
+	raised := 0
+	for _, k := range keys {
+		if k.KeySpec != "SYMMETRIC_DEFAULT" || len(k.Versions) == 0 {
+			continue
+		}
+		v := k.Current().Number
+		s.mu.RLock()
+		cur := s.gcm[gcmVersion{k.ID, v}]
+		s.mu.RUnlock()
+		if err := s.ReserveGCM(ctx, k.ID, v, cur+RestoreGCMMargin); err != nil {
+			return raised, err
+		}
+		raised++
+	}
+	return raised, nil
+}

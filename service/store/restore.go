@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -115,6 +116,9 @@ type RestoreResult struct {
 	MigratedFrom int
 	// Resumed is true when Restore finished an interrupted restore.
 	Resumed bool
+	// GCMRaised is how many symmetric keys' AES-GCM counts were raised by
+	// RestoreGCMMargin (the encryptions made since the backup are unknown).
+	GCMRaised int
 }
 
 // Restore writes the store held in a backup archive to path and
@@ -216,11 +220,16 @@ func Restore(path string, archive io.Reader, opts RestoreOptions) (*RestoreResul
 		return nil, fmt.Errorf("store: restore: the backup's store does not open: %w", err)
 	}
 	_, migratedFrom := staged.Schema()
+	gcmRaised, err := staged.raiseGCMForRestore(context.Background())
+	if err != nil {
+		staged.Close()
+		return nil, fmt.Errorf("store: restore: raise the AES-GCM counts: %w", err)
+	}
 	if err := staged.Close(); err != nil {
 		return nil, fmt.Errorf("store: restore: %w", err)
 	}
 
-	res := &RestoreResult{Manifest: *m, MigratedFrom: migratedFrom, Resumed: resuming}
+	res := &RestoreResult{Manifest: *m, MigratedFrom: migratedFrom, Resumed: resuming, GCMRaised: gcmRaised}
 	inProgress.Manifest = *m
 	if err := writeFileAtomic(RestoreNotePath(path), inProgress); err != nil {
 		return nil, err
