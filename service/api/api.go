@@ -228,7 +228,7 @@ func (s *Server) logAccess(c echo.Context, x *exchange, err error, start time.Ti
 	}
 	attrs := []slog.Attr{
 		slog.String("requestId", reqID), slog.String("operation", op), slog.String("principal", principal),
-		slog.String("sourceIp", s.proxies.ClientAddr(c.Request())),
+		slog.String("sourceIp", x.source),
 		slog.String("outcome", outcome), slog.Int("status", status),
 		slog.Float64("durationMs", float64(time.Since(start).Microseconds())/1000),
 	}
@@ -279,6 +279,7 @@ func (s *Server) process(c echo.Context, x *exchange, resp *bytes.Buffer) error 
 	w := c.Response()
 	// Before anything costs: a flood from one address is refused unread.
 	source := s.proxies.ClientAddr(r)
+	x.source = source
 	if err := s.throttle.admitSource(source); err != nil {
 		x.akid = accessKeyOf(r.Header.Get("Authorization"))
 		return err

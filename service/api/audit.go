@@ -37,6 +37,8 @@ type exchange struct {
 	intentID string // the eventID of the change's intent record, once written
 	// throttled: the principal's rate refused the request.
 	throttled bool
+	// source is the client's address (Proxies.ClientAddr), read once.
+	source string
 }
 
 // Bounds on what a request puts in its record, so that a record's size does
@@ -220,7 +222,7 @@ func (s *Server) event(c echo.Context, x *exchange, err error) *audit.Event {
 	if x.intentID != "" {
 		ev.AdditionalEventData = map[string]any{audit.IntentEventKey: x.intentID}
 	}
-	ev.SourceIPAddress = s.proxies.ClientAddr(r)
+	ev.SourceIPAddress = x.source
 	if x.caller != nil {
 		ev.UserIdentity = identity(x.caller)
 		ev.RecipientAccountID = x.caller.Account
