@@ -16,6 +16,7 @@ type Session struct {
 	t *Token
 	h pkcs11.SessionHandle
 	p *pooled
+	c *call // the Do it serves
 }
 
 // ivBatch is how many IVs one C_GenerateRandom call provides. The call costs
@@ -30,7 +31,7 @@ func (s *Session) IV(iv []byte) error {
 		return &Error{Op: "iv", Kind: ErrInvalidInput}
 	}
 	if len(s.p.ivs) < GCMIVLen {
-		r, err := s.t.ctx.GenerateRandom(s.h, GCMIVLen*ivBatch)
+		r, err := s.calls().GenerateRandom(s.h, GCMIVLen*ivBatch)
 		if err != nil {
 			return translate("C_GenerateRandom", err, false)
 		}
@@ -54,7 +55,7 @@ func (t *Token) withLogin(fn func(pkcs11.SessionHandle)) {
 
 // Random fills dst from the token's random number generator.
 func (s *Session) Random(dst []byte) error {
-	r, err := s.t.ctx.GenerateRandom(s.h, len(dst))
+	r, err := s.calls().GenerateRandom(s.h, len(dst))
 	if err != nil {
 		return translate("C_GenerateRandom", err, false)
 	}
@@ -114,7 +115,7 @@ func (s *Session) gcmWith(decrypt bool, h pkcs11.ObjectHandle, iv, aad, in []byt
 	params := pkcs11.NewGCMParams(iv, aad, GCMTagLen*8)
 	defer params.Free()
 	mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}
-	c := s.t.ctx
+	c := s.calls()
 	if decrypt {
 		if err := c.DecryptInit(s.h, mech, h); err != nil {
 			return nil, translate("C_DecryptInit", err, false)
