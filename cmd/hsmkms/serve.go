@@ -79,7 +79,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	tok, err := hsm.Open(ctx, hsm.Config{
 		ModulePath: o.module, TokenLabel: o.tokenLabel, TokenSerial: o.tokenSerial, PIN: pin,
-		MaxSessions: o.maxSessions, SessionKeyCopies: o.sessionKeyCopies,
+		MaxSessions: o.maxSessions, SessionKeyCopies: o.sessionKeyCopies, CallTimeout: o.callTimeout,
 	})
 	if err != nil {
 		return fmt.Errorf("open token: %w", err)
