@@ -129,7 +129,7 @@ func (t *Token) generatePair(ctx context.Context, r KeyRef, mech uint, pub, priv
 	m := []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}
 	return t.generate(ctx, r, [][]*pkcs11.Attribute{pub, priv}, func(s *Session, tmpls [][]*pkcs11.Attribute) (_ []pkcs11.ObjectHandle, err error) {
 		defer t.observe(callGenerateKeyPair, t.clock(), &err)
-		hpub, hpriv, err := t.ctx.GenerateKeyPair(s.h, m, tmpls[0], tmpls[1])
+		hpub, hpriv, err := s.calls().GenerateKeyPair(s.h, m, tmpls[0], tmpls[1])
 		if err != nil {
 			return nil, translate("C_GenerateKeyPair", err, false)
 		}
@@ -168,7 +168,7 @@ func (t *Token) GenerateHMACKey(ctx context.Context, r KeyRef, size int) error {
 // publicSize reads the size operations check inputs against from a key-pair
 // object: the modulus length of an RSA key, the field length of an EC key.
 func (s *Session) publicSize(h pkcs11.ObjectHandle) (int, error) {
-	c := s.t.ctx
+	c := s.calls()
 	attrs, err := c.GetAttributeValue(s.h, h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, nil)})
 	if err != nil {
 		return 0, translate("C_GetAttributeValue", err, false)
@@ -226,11 +226,14 @@ func (t *Token) PublicKey(ctx context.Context, r KeyRef) ([]byte, error) {
 		der, err = s.spki(e.use)
 		return err
 	})
-	return der, err
+	if err != nil {
+		return nil, err // der may still be written by a callback Do stopped waiting for
+	}
+	return der, nil
 }
 
 func (s *Session) spki(h pkcs11.ObjectHandle) ([]byte, error) {
-	c := s.t.ctx
+	c := s.calls()
 	get := func(types ...uint) ([]*pkcs11.Attribute, error) {
 		tmpl := make([]*pkcs11.Attribute, len(types))
 		for i, ty := range types {
@@ -369,7 +372,7 @@ func (s *Session) signWith(e keyEntry, scheme SignScheme, h crypto.Hash, digest 
 	if err != nil {
 		return nil, err
 	}
-	c := s.t.ctx
+	c := s.calls()
 	defer s.t.observe(callSign, s.t.clock(), &err)
 	if err := c.SignInit(s.h, []*pkcs11.Mechanism{mech}, e.use); err != nil {
 		return nil, translate("C_SignInit", err, false)
@@ -407,7 +410,7 @@ func (s *Session) Verify(r KeyRef, scheme SignScheme, h crypto.Hash, digest, sig
 	} else if len(sig) != e.size {
 		return &Error{Op: "verify", Kind: ErrInvalidSignature, Err: fmt.Errorf("signature of %d bytes", len(sig))}
 	}
-	c := s.t.ctx
+	c := s.calls()
 	defer s.t.observe(callVerify, s.t.clock(), &err)
 	if err := c.VerifyInit(s.h, []*pkcs11.Mechanism{mech}, e.use); err != nil {
 		return translate("C_VerifyInit", err, false)
@@ -441,7 +444,7 @@ func (s *Session) MAC(r KeyRef, h crypto.Hash, msg []byte) (_ []byte, err error)
 	if err != nil {
 		return nil, err
 	}
-	c := s.t.ctx
+	c := s.calls()
 	defer s.t.observe(callSign, s.t.clock(), &err)
 	if err := c.SignInit(s.h, mech, e.use); err != nil {
 		return nil, translate("C_SignInit", err, false)
@@ -464,7 +467,7 @@ func (s *Session) VerifyMAC(r KeyRef, h crypto.Hash, msg, mac []byte) (err error
 	if err != nil {
 		return err
 	}
-	c := s.t.ctx
+	c := s.calls()
 	defer s.t.observe(callVerify, s.t.clock(), &err)
 	if err := c.VerifyInit(s.h, mech, e.use); err != nil {
 		return translate("C_VerifyInit", err, false)

@@ -20,7 +20,13 @@
 // broken session is discarded; a lost login is restored; a failure that may
 // mean the module lost the token's storage is confirmed by a probe and then
 // repaired by re-initialising the module, which logs every Token on it in
-// again; attempts that keep failing are spaced out. Token.Ready checks the
+// again; attempts that keep failing are spaced out. Every PKCS#11 call is
+// bounded (Config.CallTimeout): Do's callback runs on a goroutine of its own,
+// and when a call does not return in time its caller gets ErrTimeout, the
+// token is treated as down until a probe is answered, and the goroutine and
+// session stay with the call until it returns (bound.go). Sessions are
+// evicted by error class: one that reported its session, login or device
+// gone is closed, one that refused an input is kept. Token.Ready checks the
 // token end to end, storage included, for readiness probes.
 //
 // For metrics, Config.Observer is told of every PKCS#11 operation and every

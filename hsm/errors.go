@@ -26,8 +26,10 @@ var (
 	// ErrUnavailable: the token cannot be reached or used right now (removed,
 	// not initialised, login failed, closed). Retrying later may succeed.
 	ErrUnavailable = errors.New("hsm: token unavailable")
-	// ErrTimeout: no session became free before the caller's deadline.
-	ErrTimeout = errors.New("hsm: timed out waiting for a token session")
+	// ErrTimeout: the token did not answer in time. No session became free
+	// before the caller's deadline, or a call ran past Config.CallTimeout
+	// (this one, or another that showed the token stopped answering).
+	ErrTimeout = errors.New("hsm: timed out waiting for the token")
 	// ErrExists: an object with that key reference already exists.
 	ErrExists = errors.New("hsm: key object already exists")
 	// ErrInternal: any other token failure.
@@ -131,12 +133,20 @@ func unavailable(op string, err error) error {
 	return &Error{Op: op, Kind: ErrUnavailable, Err: err}
 }
 
-// sessionBroken: the session must be discarded, never reused.
+// sessionBroken: the session must be discarded, never reused. These codes
+// say the session, its login or the device behind it is gone or in an
+// unknown state, so a session that returned one would fail the next caller
+// too (crypto11's pool puts such sessions back, and they keep failing;
+// eclipse-keypont/crypto11 issue 142). Every other code — a refused
+// ciphertext, signature, length or mechanism parameter, a missing object —
+// is about the request, and ends the operation it was returned by as
+// PKCS#11 requires, so the session goes back to the pool: evicting on any
+// error would let a client that sends bad ciphertexts churn the pool.
 func sessionBroken(err error) bool {
 	switch ckr(err) {
 	case pkcs11.CKR_SESSION_HANDLE_INVALID, pkcs11.CKR_SESSION_CLOSED, pkcs11.CKR_DEVICE_ERROR,
-		pkcs11.CKR_DEVICE_REMOVED, pkcs11.CKR_TOKEN_NOT_PRESENT, pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED,
-		pkcs11.CKR_OPERATION_ACTIVE:
+		pkcs11.CKR_DEVICE_REMOVED, pkcs11.CKR_TOKEN_NOT_PRESENT, pkcs11.CKR_TOKEN_NOT_RECOGNIZED,
+		pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED, pkcs11.CKR_USER_NOT_LOGGED_IN, pkcs11.CKR_OPERATION_ACTIVE:
 		return true
 	}
 	return false

@@ -2,9 +2,10 @@ package hsm
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/miekg/pkcs11"
 )
 
 // TokenInfo is what an operator asks first about the token: which one it
@@ -30,28 +31,24 @@ type TokenInfo struct {
 }
 
 // Info describes the token and this process's sessions on it. It reads
-// C_GetTokenInfo without taking a pooled session, so asking does not change
-// the counts it reports. A token that is down (not found, being recovered)
-// is ErrUnavailable; the labels the Token was configured with are still
-// returned.
+// C_GetTokenInfo on a pooled session, bounded like every call (a token that
+// stopped answering is ErrTimeout or ErrUnavailable), and does not count
+// that session as in use. A token that is down (not found, being
+// recovered) is ErrUnavailable; the labels the Token was configured with
+// are still returned.
 func (t *Token) Info(ctx context.Context) (TokenInfo, error) {
 	info := TokenInfo{Label: t.cfg.TokenLabel, Serial: t.cfg.TokenSerial, SessionsMax: t.cfg.MaxSessions,
 		TokenSessions: -1, TokenMaxSessions: -1}
-	if err := ctx.Err(); err != nil {
-		return info, &Error{Op: "token info", Kind: ErrTimeout, Err: err}
-	}
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	switch {
-	case t.ctx == nil:
-		return info, &Error{Op: "token info", Kind: ErrUnavailable, Err: errors.New("token closed")}
-	case t.down != nil:
-		return info, unavailable("token info", t.down)
-	}
-	info.SessionsOpen, info.SessionsInUse = t.pool.sessionCounts()
-	ti, err := t.ctx.GetTokenInfo(t.slot)
+	var ti pkcs11.TokenInfo
+	err := t.Do(ctx, func(s *Session) error {
+		info.SessionsOpen, info.SessionsInUse = t.pool.sessionCounts()
+		info.SessionsInUse = max(info.SessionsInUse-1, 0) // this one
+		var err error
+		ti, err = s.calls().GetTokenInfo(t.slot)
+		return translate("C_GetTokenInfo", err, false)
+	})
 	if err != nil {
-		return info, translate("C_GetTokenInfo", err, false)
+		return info, err
 	}
 	trim := func(s string) string { return strings.TrimRight(s, " \x00") }
 	info.Label, info.Serial = trim(ti.Label), trim(ti.SerialNumber)

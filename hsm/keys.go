@@ -136,7 +136,7 @@ func (t *Token) generateKey(ctx context.Context, r KeyRef, mech uint, tmpl []*pk
 	m := []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}
 	return t.generate(ctx, r, [][]*pkcs11.Attribute{tmpl}, func(s *Session, tmpls [][]*pkcs11.Attribute) (_ []pkcs11.ObjectHandle, err error) {
 		defer t.observe(callGenerateKey, t.clock(), &err)
-		h, err := t.ctx.GenerateKey(s.h, m, tmpls[0])
+		h, err := s.calls().GenerateKey(s.h, m, tmpls[0])
 		if err != nil {
 			return nil, translate("C_GenerateKey", err, false)
 		}
@@ -231,7 +231,7 @@ func (s *Session) claimLocked(r KeyRef) error {
 		}
 	}
 	for _, h := range hs {
-		if err := s.t.ctx.DestroyObject(s.h, h); err != nil {
+		if err := s.calls().DestroyObject(s.h, h); err != nil {
 			return translate("C_DestroyObject", err, false)
 		}
 	}
@@ -265,7 +265,7 @@ func stagedTemplate(r KeyRef, final []*pkcs11.Attribute) []*pkcs11.Attribute {
 // before its private half. If a copy fails, the copies already made are
 // destroyed. The caller holds objectsMu.
 func (s *Session) promoteLocked(r KeyRef, hs []pkcs11.ObjectHandle, final [][]*pkcs11.Attribute) (_ []pkcs11.ObjectHandle, err error) {
-	c := s.t.ctx
+	c := s.calls()
 	defer s.t.observe(callCopyObject, s.t.clock(), &err)
 	// Session objects vanish with their session anyway; destroying them now
 	// keeps the pooled session from holding key material. A failure here
@@ -318,7 +318,7 @@ func (t *Token) DestroyKey(ctx context.Context, r KeyRef) error {
 		defer t.objectsMu.Unlock()
 		for _, class := range keyClasses {
 			if e, cached := t.keys.drop(objKey{ref: r, class: class}); cached && e.use != e.object {
-				t.withLogin(func(login pkcs11.SessionHandle) { t.ctx.DestroyObject(login, e.use) })
+				t.withLogin(func(login pkcs11.SessionHandle) { s.calls().DestroyObject(login, e.use) })
 			}
 		}
 		hs, err := s.findAllLocked(r)
@@ -330,7 +330,7 @@ func (t *Token) DestroyKey(ctx context.Context, r KeyRef) error {
 		}
 		defer t.observe(callDestroyObject, t.clock(), &err)
 		for _, h := range hs {
-			if err := t.ctx.DestroyObject(s.h, h); err != nil {
+			if err := s.calls().DestroyObject(s.h, h); err != nil {
 				return translate("C_DestroyObject", err, false)
 			}
 		}
@@ -341,7 +341,7 @@ func (t *Token) DestroyKey(ctx context.Context, r KeyRef) error {
 // findObjects runs one search with tmpl and returns every match. The caller
 // holds objectsMu.
 func (s *Session) findObjects(tmpl []*pkcs11.Attribute) (_ []pkcs11.ObjectHandle, err error) {
-	c := s.t.ctx
+	c := s.calls()
 	defer s.t.observe(callFindObjects, s.t.clock(), &err)
 	if err := c.FindObjectsInit(s.h, tmpl); err != nil {
 		return nil, translate("C_FindObjectsInit", err, false)
@@ -434,7 +434,7 @@ func (s *Session) handle(r KeyRef, class uint) (keyEntry, error) {
 
 // classOf reads an object's CKA_CLASS.
 func (s *Session) classOf(h pkcs11.ObjectHandle) (uint, error) {
-	attrs, err := s.t.ctx.GetAttributeValue(s.h, h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, nil)})
+	attrs, err := s.calls().GetAttributeValue(s.h, h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, nil)})
 	if err != nil {
 		return 0, translate("C_GetAttributeValue", err, false)
 	}
@@ -475,7 +475,7 @@ func (t *Token) entryLocked(s *Session, h pkcs11.ObjectHandle, class uint) (keyE
 	start := t.clock()
 	t.withLogin(func(login pkcs11.SessionHandle) {
 		defer t.observe(callCopyObject, start, &err)
-		cp, err = t.ctx.CopyObject(login, h, []*pkcs11.Attribute{
+		cp, err = s.calls().CopyObject(login, h, []*pkcs11.Attribute{
 			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
 			pkcs11.NewAttribute(pkcs11.CKA_MODIFIABLE, false),
 		})
@@ -534,7 +534,10 @@ func (t *Token) Objects(ctx context.Context) ([]ObjectInfo, error) {
 		}
 		return nil
 	})
-	return out, err
+	if err != nil {
+		return nil, err // out may still be written by a callback Do stopped waiting for
+	}
+	return out, nil
 }
 
 func (s *Session) objectInfo(h pkcs11.ObjectHandle, class uint) (ObjectInfo, bool, error) {
@@ -557,7 +560,7 @@ func (s *Session) objectInfo(h pkcs11.ObjectHandle, class uint) (ObjectInfo, boo
 	for i, ty := range types {
 		tmpl[i] = pkcs11.NewAttribute(ty, nil)
 	}
-	attrs, err := s.t.ctx.GetAttributeValue(s.h, h, tmpl)
+	attrs, err := s.calls().GetAttributeValue(s.h, h, tmpl)
 	if err != nil {
 		return ObjectInfo{}, false, translate("C_GetAttributeValue", err, false)
 	}
@@ -663,13 +666,16 @@ func (t *Token) StrayObjects(ctx context.Context) ([]StrayObject, error) {
 		}
 		return nil
 	})
-	return out, err
+	if err != nil {
+		return nil, err // out may still be written by a callback Do stopped waiting for
+	}
+	return out, nil
 }
 
 // strayInfo decides whether h is a stray object and describes it.
 func (s *Session) strayInfo(h pkcs11.ObjectHandle) (StrayObject, bool, error) {
 	o := StrayObject{Handle: uint(h)}
-	c := s.t.ctx
+	c := s.calls()
 	attrs, err := c.GetAttributeValue(s.h, h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, nil)})
 	if err != nil {
 		if sessionBroken(err) || needsRecovery(err) || handleStale(err) {

@@ -203,7 +203,7 @@ func (s *Session) attributes(h pkcs11.ObjectHandle, types []uint) ([]*pkcs11.Att
 	for i, ty := range types {
 		tmpl[i] = pkcs11.NewAttribute(ty, nil)
 	}
-	attrs, err := s.t.ctx.GetAttributeValue(s.h, h, tmpl)
+	attrs, err := s.calls().GetAttributeValue(s.h, h, tmpl)
 	if err != nil {
 		return nil, translate("C_GetAttributeValue", err, false)
 	}

@@ -41,6 +41,14 @@ type module struct {
 	gate retryGate
 	// reinits counts re-initialisations, for tests.
 	reinits atomic.Uint64
+
+	// stall says whether the module answers its calls; watch is the calls
+	// its watchdog looks at, until stopWatch is closed (bound.go).
+	stall     stallState
+	watch     watchSet
+	stopWatch chan struct{}
+	// recovery brackets the calls made under mu held for writing.
+	recovery bracket
 }
 
 func loadModule(path string) (*module, error) {
@@ -59,7 +67,13 @@ func loadModule(path string) (*module, error) {
 		c.Destroy()
 		return nil, translate("C_Initialize", err, false)
 	}
-	m := &module{path: path, ctx: c, refs: 1, objects: new(sync.Mutex), tokens: make(map[*Token]struct{}), initialised: true}
+	m := &module{path: path, ctx: c, refs: 1, objects: new(sync.Mutex), tokens: make(map[*Token]struct{}), initialised: true,
+		stopWatch: make(chan struct{})}
+	m.stall.init()
+	m.watch.set, m.watch.st = make(map[*bracket]struct{}), &m.stall
+	m.recovery.init(&m.watch)
+	m.watch.add(&m.recovery)
+	go m.watch.watchdog(m.stopWatch)
 	modules.m[path] = m
 	return m, nil
 }
@@ -70,25 +84,26 @@ func loadModule(path string) (*module, error) {
 // not read invalid for the life of the module, and enumerates tokens only in
 // C_Initialize). The caller holds mu for writing, so no call of any Token is
 // running. Finalisation ends every session, session object and object
-// handle of every Token; each one's pool and handle cache start afresh.
-func (m *module) reinit() {
+// handle of every Token; each one's pool and handle cache start afresh. k
+// makes the calls.
+func (m *module) reinit(k p11) {
 	m.reinits.Add(1)
 	for t := range m.tokens {
 		t.forget()
 	}
 	if m.initialised {
-		m.ctx.Finalize() // the module is already in a bad state; its answer changes nothing
+		k.Finalize() // the module is already in a bad state; its answer changes nothing
 	}
-	err := m.ctx.Initialize()
+	err := k.Initialize()
 	m.initialised = err == nil || ckr(err) == pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED
 	for t := range m.tokens {
 		if !m.initialised {
 			// SoftHSM2 fails so while its token directory is unreadable.
 			t.down = &Error{Op: "C_Initialize", Code: ckr(err), Kind: ErrUnavailable}
-			t.gen++
+			t.gen.Add(1)
 			continue
 		}
-		t.start() // a Token that cannot log in stays down, with the reason in t.down
+		t.start(k) // a Token that cannot log in stays down, with the reason in t.down
 	}
 }
 
@@ -100,6 +115,7 @@ func releaseModule(m *module) error {
 		return nil
 	}
 	delete(modules.m, m.path)
+	close(m.stopWatch)
 	var err error
 	if m.initialised {
 		err = m.ctx.Finalize()

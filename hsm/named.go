@@ -248,7 +248,7 @@ func (t *Token) GenerateNamedKeyPair(ctx context.Context, name KeyName, typ Name
 			pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, false),
 			pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, false),
 		)
-		_, _, err := t.ctx.GenerateKeyPair(s.h, []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}, pub, priv)
+		_, _, err := s.calls().GenerateKeyPair(s.h, []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}, pub, priv)
 		return translate("C_GenerateKeyPair", err, false)
 	})
 }
@@ -272,7 +272,7 @@ func (t *Token) NamedSigner(ctx context.Context, name KeyName) (*NamedSigner, er
 	ns := &NamedSigner{t: t, name: name}
 	err := t.Do(ctx, func(s *Session) error {
 		if name.TokenLabel != "" || name.TokenSerial != "" {
-			ti, err := t.ctx.GetTokenInfo(t.slot)
+			ti, err := s.calls().GetTokenInfo(t.slot)
 			if err != nil {
 				return translate("C_GetTokenInfo", err, false)
 			}
@@ -296,7 +296,7 @@ func (t *Token) NamedSigner(ctx context.Context, name KeyName) (*NamedSigner, er
 			return &Error{Op: "find named key", Kind: ErrInvalidInput, Err: fmt.Errorf("%s: the private key may not sign (CKA_SIGN false)", name)}
 		}
 		ns.info = info
-		attrs, err := t.ctx.GetAttributeValue(s.h, priv, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_ID, nil)})
+		attrs, err := s.calls().GetAttributeValue(s.h, priv, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_ID, nil)})
 		if err != nil {
 			return translate("C_GetAttributeValue", err, false)
 		}
@@ -406,7 +406,10 @@ func (ns *NamedSigner) SignContext(ctx context.Context, digest []byte, opts cryp
 		sig, err = s.signWith(e, scheme, h, digest)
 		return err
 	})
-	return sig, err
+	if err != nil {
+		return nil, err // sig may still be written by a callback Do stopped waiting for
+	}
+	return sig, nil
 }
 
 func isPSS(opts crypto.SignerOpts) bool {

@@ -40,7 +40,7 @@ func (s *Session) DecryptOAEP(r KeyRef, h crypto.Hash, ciphertext []byte) (_ []b
 	if h == crypto.SHA256 {
 		mode = &s.t.oaep[1]
 	}
-	c := s.t.ctx
+	c := s.calls()
 	if !mode.raw.Load() {
 		params := pkcs11.NewOAEPParams(m.digest, m.mgf, pkcs11.CKZ_DATA_SPECIFIED, nil)
 		err := c.DecryptInit(s.h, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS_OAEP, params)}, e.use)

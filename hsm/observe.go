@@ -24,8 +24,8 @@ type Observer interface {
 	TokenCall(op string, d time.Duration, err error)
 	// SessionWait reports how long an operation waited for a session of
 	// the pool (next to nothing when one was idle). err is set when it got
-	// none: its deadline passed (ErrTimeout), or opening a new session
-	// failed (which may carry a CKR code).
+	// none: its deadline passed. Opening a new session is a TokenCall
+	// ("C_OpenSession").
 	SessionWait(d time.Duration, err error)
 }
 
@@ -41,13 +41,13 @@ const (
 	callCopyObject      = "C_CopyObject"
 	callDestroyObject   = "C_DestroyObject"
 	callFindObjects     = "C_FindObjects"
+	callOpenSession     = "C_OpenSession"
 )
 
-// epoch anchors the clock that observations read: time.Since on a Time
-// with a monotonic reading reads only the monotonic clock, where time.Now
-// reads the wall clock too (30 vs 57 ns on a KVM guest), and every request
-// reads it a few times.
-var epoch = time.Now()
+// Observations read the monotonic clock from epoch0 (bound.go): time.Since
+// on a Time with a monotonic reading reads only the monotonic clock, where
+// time.Now reads the wall clock too (30 vs 57 ns on a KVM guest), and every
+// request reads it a few times.
 
 // clock returns the start of a call to observe: 0 when nothing observes the
 // Token, so that an unobserved Token never reads the clock.
@@ -55,7 +55,7 @@ func (t *Token) clock() time.Duration {
 	if t.cfg.Observer == nil {
 		return 0
 	}
-	return time.Since(epoch)
+	return time.Since(epoch0)
 }
 
 // observe reports a call that started at start (from clock) and failed
@@ -64,19 +64,26 @@ func (t *Token) clock() time.Duration {
 //	defer s.t.observe(callEncrypt, s.t.clock(), &err)
 func (t *Token) observe(op string, start time.Duration, err *error) {
 	if o := t.cfg.Observer; o != nil {
-		o.TokenCall(op, time.Since(epoch)-start, *err)
+		o.TokenCall(op, time.Since(epoch0)-start, *err)
 	}
 }
 
-// getSession takes a session from the pool for an operation (pool.get),
-// telling the Observer how long that took. The caller holds mu for reading.
-func (t *Token) getSession(ctx context.Context) (*pooled, error) {
+// getSession takes a session from the pool for an operation (pool.take),
+// telling the Observer how long that took. fresh means the caller opens it
+// (openSession) or gives the room back. The caller holds mu for reading.
+func (t *Token) getSession(ctx context.Context) (ps *pooled, fresh bool, err error) {
 	start := t.clock()
-	ps, err := t.pool.get(ctx, t.ctx, t.slot, t.cfg.WaitTimeout)
+	ps, fresh, err = t.pool.take(ctx, t.cfg.WaitTimeout)
 	if o := t.cfg.Observer; o != nil {
-		o.SessionWait(time.Since(epoch)-start, err)
+		o.SessionWait(time.Since(epoch0)-start, err)
 	}
-	return ps, err
+	return ps, fresh, err
+}
+
+// openSession opens the PKCS#11 session of a fresh pool entry.
+func (s *Session) openSession() (h pkcs11.SessionHandle, err error) {
+	defer s.t.observe(callOpenSession, s.t.clock(), &err)
+	return s.calls().OpenSession(s.t.slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
 }
 
 // CKRName returns the name of the PKCS#11 return value err carries

@@ -158,11 +158,17 @@ func TestObserverSessionWaitTimeout(t *testing.T) {
 	if !errors.Is(err, ErrTimeout) {
 		t.Fatalf("Do with every session busy: %v, want ErrTimeout", err)
 	}
-	_, waits := obs.take()
-	var timedOut int
-	for _, w := range waits {
-		if errors.Is(w, context.DeadlineExceeded) {
-			timedOut++
+	// Do returns as its context ends; the goroutine that waited for the
+	// session reports the wait just after.
+	var waits []error
+	timedOut := 0
+	for deadline := time.Now().Add(5 * time.Second); timedOut == 0 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		_, w := obs.take()
+		waits = append(waits, w...)
+		for _, w := range w {
+			if errors.Is(w, context.DeadlineExceeded) {
+				timedOut++
+			}
 		}
 	}
 	if timedOut != 1 {

@@ -2,6 +2,7 @@ package hsm
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/pkcs11"
@@ -10,9 +11,20 @@ import (
 // pool is a bounded set of PKCS#11 sessions. A session is used by one
 // goroutine at a time, as PKCS#11 requires. Callers wait for a free session
 // (up to their context's deadline) instead of failing when all are busy.
+//
+// A session goes back to the pool only if its last use left it healthy:
+// one whose call reported the session, the login or the device gone
+// (sessionBroken), whose call ran past its bound, or whose caller stopped
+// waiting for it is closed and never handed out again. A refused input
+// (a bad ciphertext, signature or length) says nothing about the session,
+// which stays.
 type pool struct {
 	idle  chan *pooled
 	slots chan struct{} // one token per open session; bounds the total
+	watch *watchSet     // where the watchdog finds the sessions' calls
+	// opened and closed count sessions over the pool's life; their
+	// difference is the number open (idle, in use, or stuck in a call).
+	opened, closed atomic.Int64
 }
 
 // pooled is an open session and the state kept with it between uses.
@@ -21,21 +33,26 @@ type pooled struct {
 	// ivs holds random bytes from the token not yet handed out as GCM IVs:
 	// one C_GenerateRandom serves many encryptions. Each IV is used once.
 	ivs []byte
+	// b brackets the session's calls for the watchdog (bound.go).
+	b bracket
 }
 
-func newPool(max int) *pool {
+func newPool(max int, w *watchSet) *pool {
 	return &pool{
 		idle:  make(chan *pooled, max),
 		slots: make(chan struct{}, max),
+		watch: w,
 	}
 }
 
-// get returns an idle session, opens a new one if the bound allows, or waits
-// until ctx's deadline — or for at most wait if ctx has none.
-func (p *pool) get(ctx context.Context, c *pkcs11.Ctx, slot uint, wait time.Duration) (*pooled, error) {
+// take returns an idle session, or reserves room for a new one (fresh: the
+// caller opens it, or gives the room back with release), or waits until
+// ctx's deadline — or for at most wait if ctx has none. It makes no
+// PKCS#11 call, so it never waits for the token, only for other callers.
+func (p *pool) take(ctx context.Context, wait time.Duration) (ps *pooled, fresh bool, err error) {
 	select {
 	case ps := <-p.idle:
-		return ps, nil
+		return ps, false, nil
 	default:
 	}
 	if _, ok := ctx.Deadline(); !ok {
@@ -46,17 +63,27 @@ func (p *pool) get(ctx context.Context, c *pkcs11.Ctx, slot uint, wait time.Dura
 	}
 	select {
 	case ps := <-p.idle:
-		return ps, nil
+		return ps, false, nil
 	case p.slots <- struct{}{}:
-		sh, err := c.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
-		if err != nil {
-			<-p.slots
-			return nil, err
-		}
-		return &pooled{h: sh}, nil
+		ps := &pooled{}
+		ps.b.init(p.watch)
+		p.watch.add(&ps.b)
+		return ps, true, nil
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, false, ctx.Err()
 	}
+}
+
+// opened records that a fresh session from take is open.
+func (p *pool) open(ps *pooled, h pkcs11.SessionHandle) {
+	ps.h = h
+	p.opened.Add(1)
+}
+
+// release gives back the room of a fresh session that could not be opened.
+func (p *pool) release(ps *pooled) {
+	p.watch.remove(&ps.b)
+	<-p.slots
 }
 
 // put returns a healthy session to the pool.
@@ -69,21 +96,45 @@ func (p *pool) put(ps *pooled) {
 	}
 }
 
-// discard closes a session that reported a fatal error; it is never reused.
-func (p *pool) discard(c *pkcs11.Ctx, ps *pooled) {
-	c.CloseSession(ps.h) // the session is already broken; its error says nothing new
+// discard closes a session that must not be used again. k makes the call
+// with no regard for a caller that stopped waiting: a session is closed
+// even by a goroutine whose caller is gone.
+func (p *pool) discard(k p11, ps *pooled) {
+	k.CloseSession(ps.h) // the session is already broken; its error says nothing new
+	p.closed.Add(1)
+	p.watch.remove(&ps.b)
 	<-p.slots
 }
 
 // closeAll closes the idle sessions. Only called with no operation running.
-func (p *pool) closeAll(c *pkcs11.Ctx) {
+func (p *pool) closeAll(k p11) {
 	for {
 		select {
 		case ps := <-p.idle:
-			c.CloseSession(ps.h)
+			k.CloseSession(ps.h)
+			p.closed.Add(1)
+			p.watch.remove(&ps.b)
 			<-p.slots
 		default:
 			return
 		}
 	}
 }
+
+// forget drops the idle sessions without closing them (the module was
+// finalised, which closed them). Only called with no operation running.
+func (p *pool) forget() {
+	for {
+		select {
+		case ps := <-p.idle:
+			p.closed.Add(1)
+			p.watch.remove(&ps.b)
+			<-p.slots
+		default:
+			return
+		}
+	}
+}
+
+// open is the number of sessions open: idle, in use, or stuck in a call.
+func (p *pool) openCount() int64 { return p.opened.Load() - p.closed.Load() }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -25,7 +26,9 @@ type canaryState struct {
 	ref KeyRef
 	err error
 	// handle is the canary's token object, valid while the Token's
-	// generation is handleGen. Guarded by mu.
+	// generation is handleGen. Guarded by objMu, not mu: the check's
+	// callback may still run after Ready stopped waiting for it.
+	objMu     sync.Mutex
 	handle    pkcs11.ObjectHandle
 	handleGen uint64
 	checks    atomic.Uint64 // checks run, for tests
@@ -62,14 +65,9 @@ func (t *Token) Ready(ctx context.Context, canary KeyRef) error {
 }
 
 // generation returns the Token's current generation.
-func (t *Token) generation() uint64 {
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	return t.gen
-}
+func (t *Token) generation() uint64 { return t.gen.Load() }
 
-// canaryRoundTrip encrypts and decrypts under ref's token object. The caller
-// holds t.canary.mu.
+// canaryRoundTrip encrypts and decrypts under ref's token object.
 func (s *Session) canaryRoundTrip(ref KeyRef) error {
 	c := &s.t.canary
 	h, err := s.canaryObject(ref)
@@ -89,16 +87,20 @@ func (s *Session) canaryRoundTrip(ref KeyRef) error {
 		err = &Error{Op: "readiness check", Kind: ErrInternal, Err: errors.New("the canary decrypted to other bytes")}
 	}
 	if err != nil {
+		c.objMu.Lock()
 		c.handle = 0 // find it again next time
+		c.objMu.Unlock()
 	}
 	return err
 }
 
 // canaryObject returns the handle of ref's token object, generating the key
-// if the token has none. The caller holds t.canary.mu.
+// if the token has none.
 func (s *Session) canaryObject(ref KeyRef) (pkcs11.ObjectHandle, error) {
 	t, c := s.t, &s.t.canary
-	if c.handle != 0 && c.handleGen == t.gen {
+	c.objMu.Lock()
+	defer c.objMu.Unlock()
+	if c.handle != 0 && c.handleGen == t.gen.Load() {
 		return c.handle, nil
 	}
 	t.objectsMu.Lock()
@@ -106,12 +108,12 @@ func (s *Session) canaryObject(ref KeyRef) (pkcs11.ObjectHandle, error) {
 	h, err := s.findLocked(ref, pkcs11.CKO_SECRET_KEY)
 	if errors.Is(err, ErrNotFound) {
 		mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_GEN, nil)}
-		h, err = t.ctx.GenerateKey(s.h, mech, aesTemplate(ref, false))
+		h, err = s.calls().GenerateKey(s.h, mech, aesTemplate(ref, false))
 		err = translate("C_GenerateKey", err, false)
 	}
 	if err != nil {
 		return 0, err
 	}
-	c.handle, c.handleGen = h, t.gen
+	c.handle, c.handleGen = h, t.gen.Load()
 	return h, nil
 }

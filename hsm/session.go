@@ -16,6 +16,7 @@ type Session struct {
 	t *Token
 	h pkcs11.SessionHandle
 	p *pooled
+	c *call // the Do it serves
 }
 
 // ivBatch is how many IVs one C_GenerateRandom call provides. The call costs
@@ -42,7 +43,7 @@ func (s *Session) IV(iv []byte) error {
 // ivBatch refills the session's batch of IVs from the token's RNG.
 func (s *Session) ivBatch() (err error) {
 	defer s.t.observe(callRandom, s.t.clock(), &err)
-	r, err := s.t.ctx.GenerateRandom(s.h, GCMIVLen*ivBatch)
+	r, err := s.calls().GenerateRandom(s.h, GCMIVLen*ivBatch)
 	if err != nil {
 		return translate("C_GenerateRandom", err, false)
 	}
@@ -64,7 +65,7 @@ func (t *Token) withLogin(fn func(pkcs11.SessionHandle)) {
 // Random fills dst from the token's random number generator.
 func (s *Session) Random(dst []byte) (err error) {
 	defer s.t.observe(callRandom, s.t.clock(), &err)
-	r, err := s.t.ctx.GenerateRandom(s.h, len(dst))
+	r, err := s.calls().GenerateRandom(s.h, len(dst))
 	if err != nil {
 		return translate("C_GenerateRandom", err, false)
 	}
@@ -129,7 +130,7 @@ func (s *Session) gcmWith(decrypt bool, h pkcs11.ObjectHandle, iv, aad, in []byt
 	params := pkcs11.NewGCMParams(iv, aad, GCMTagLen*8)
 	defer params.Free()
 	mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}
-	c := s.t.ctx
+	c := s.calls()
 	if decrypt {
 		if err := c.DecryptInit(s.h, mech, h); err != nil {
 			return nil, translate("C_DecryptInit", err, false)

@@ -32,6 +32,16 @@ type Config struct {
 	// WaitTimeout bounds how long an operation waits for a free session when
 	// its context has no deadline (default 10s). Callers never wait forever.
 	WaitTimeout time.Duration
+	// CallTimeout bounds each PKCS#11 call (default DefaultCallTimeout, 5s).
+	// A call still running after it means the token stopped answering: its
+	// caller gets ErrTimeout, the token is treated as down (calls fail at
+	// once with ErrUnavailable) until a probe is answered, and the session
+	// the call runs on is closed once it returns (see bound.go).
+	CallTimeout time.Duration
+	// LongCallTimeout bounds key generation and module initialisation, which
+	// may take seconds on a healthy token (default DefaultLongCallTimeout,
+	// 2 min).
+	LongCallTimeout time.Duration
 	// SessionKeyCopies makes a session-object copy of each key the first time
 	// it is used (kept in the login session, so for the life of the login)
 	// and runs operations on the copy. On SoftHSM2 an operation on a token
@@ -69,6 +79,13 @@ func (c *Config) validate() error {
 	if c.WaitTimeout <= 0 {
 		c.WaitTimeout = 10 * time.Second
 	}
+	if c.CallTimeout <= 0 {
+		c.CallTimeout = DefaultCallTimeout
+	}
+	if c.LongCallTimeout <= 0 {
+		c.LongCallTimeout = DefaultLongCallTimeout
+	}
+	c.LongCallTimeout = max(c.LongCallTimeout, c.CallTimeout)
 	return nil
 }
 
@@ -87,8 +104,11 @@ type Token struct {
 	login     pkcs11.SessionHandle // kept open so the login lasts for the process
 	loginMu   sync.Mutex           // serialises use of the login session
 	objectsMu *sync.Mutex          // the module's lock for creating and destroying objects
-	gen       uint64               // bumped by every (re)start; failing callers report the one they saw
-	pool      *pool
+	// gen is bumped by every (re)start; failing callers report the one they
+	// saw. Written under mu, read without it by Ready's caller, which must
+	// not wait for a recovery the token may never let finish.
+	gen  atomic.Uint64
+	pool *pool
 	// down says why the Token has no login (its token was not found, the
 	// module failed to initialise, …); nil when it works. Operations fail
 	// at once with ErrUnavailable while it is set, and ask for recovery.
@@ -113,9 +133,12 @@ func Open(ctx context.Context, cfg Config) (*Token, error) {
 		return nil, err
 	}
 	t := &Token{cfg: cfg, mod: m, mu: &m.mu, ctx: m.ctx, objectsMu: m.objects, canary: canaryState{mu: make(chan struct{}, 1)}}
+	t.probe.b.init(&m.watch)
+	m.watch.add(&t.probe.b)
 	m.mu.Lock()
-	if err := t.start(); err != nil {
+	if err := t.start(t.recoveryCalls()); err != nil {
 		m.mu.Unlock()
+		m.watch.remove(&t.probe.b)
 		releaseModule(m)
 		return nil, err
 	}
@@ -127,39 +150,39 @@ func Open(ctx context.Context, cfg Config) (*Token, error) {
 // start selects the slot and logs in, with a fresh session pool and handle
 // cache. On failure the Token is left down, with the reason. Called with mu
 // held for writing.
-func (t *Token) start() error {
-	t.gen++
+func (t *Token) start(k p11) error {
+	t.gen.Add(1)
 	t.pool, t.login = nil, 0
 	t.keys.reset()
-	err := t.openLogin()
+	err := t.openLogin(k)
 	t.down = err
 	return err
 }
 
-func (t *Token) openLogin() error {
-	slot, err := t.findSlot()
+func (t *Token) openLogin(k p11) error {
+	slot, err := t.findSlot(k)
 	if err != nil {
 		return err
 	}
-	sh, err := t.ctx.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+	sh, err := k.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
 	if err != nil {
 		return translate("C_OpenSession", err, false)
 	}
-	if err := t.ctx.Login(sh, pkcs11.CKU_USER, t.cfg.PIN); err != nil && ckr(err) != pkcs11.CKR_USER_ALREADY_LOGGED_IN {
-		t.ctx.CloseSession(sh)
+	if err := k.Login(sh, pkcs11.CKU_USER, t.cfg.PIN); err != nil && ckr(err) != pkcs11.CKR_USER_ALREADY_LOGGED_IN {
+		k.CloseSession(sh)
 		return translate("C_Login", err, false)
 	}
 	t.slot, t.login = slot, sh
-	t.pool = newPool(t.cfg.MaxSessions)
+	t.pool = newPool(t.cfg.MaxSessions, &t.mod.watch)
 	return nil
 }
 
 // stop closes the Token's sessions (its session objects go with them).
 // Called with mu held for writing.
-func (t *Token) stop() {
+func (t *Token) stop(k p11) {
 	if t.down == nil {
-		t.pool.closeAll(t.ctx)
-		t.ctx.CloseSession(t.login) // the session is being dropped; its error says nothing new
+		t.pool.closeAll(k)
+		k.CloseSession(t.login) // the session is being dropped; its error says nothing new
 	}
 	t.forget()
 }
@@ -168,6 +191,9 @@ func (t *Token) stop() {
 // C_Finalize their numbers may already name another Token's new ones.
 // Called with mu held for writing.
 func (t *Token) forget() {
+	if t.pool != nil {
+		t.pool.forget()
+	}
 	t.pool, t.login = nil, 0
 	t.keys.reset()
 	if t.down == nil {
@@ -175,14 +201,14 @@ func (t *Token) forget() {
 	}
 }
 
-func (t *Token) findSlot() (uint, error) {
-	slots, err := t.ctx.GetSlotList(true)
+func (t *Token) findSlot(k p11) (uint, error) {
+	slots, err := k.GetSlotList(true)
 	if err != nil {
 		return 0, translate("C_GetSlotList", err, false)
 	}
 	var found []uint
 	for _, s := range slots {
-		ti, err := t.ctx.GetTokenInfo(s)
+		ti, err := k.GetTokenInfo(s)
 		if err != nil {
 			continue
 		}
@@ -205,15 +231,26 @@ func (t *Token) findSlot() (uint, error) {
 	}
 }
 
-// Close closes every session (which logs out) and unloads the module.
+// Close closes every session (which logs out) and unloads the module. Calls
+// the token has not answered hold the module: Close waits up to CallTimeout
+// for them to return, and if they do not, leaves the module loaded and the
+// Token open, and says so.
 func (t *Token) Close() error {
+	st := &t.mod.stall
+	for end := time.Now().Add(t.cfg.CallTimeout); st.hung.Load() > 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(end) {
+			return &Error{Op: "close", Kind: ErrUnavailable,
+				Err: fmt.Errorf("%d calls to the token have not returned; the module stays loaded", st.hung.Load())}
+		}
+	}
 	t.mu.Lock()
 	if t.ctx == nil {
 		t.mu.Unlock()
 		return nil
 	}
-	t.stop() // the last sessions of this Token: logs out
+	t.stop(t.recoveryCalls()) // the last sessions of this Token: logs out
 	delete(t.mod.tokens, t)
+	t.mod.watch.remove(&t.probe.b)
 	t.ctx = nil
 	t.mu.Unlock()
 	return releaseModule(t.mod)
@@ -226,10 +263,16 @@ func (t *Token) Close() error {
 // acts: a healthy login and readable token storage mean only the failing
 // session was bad (already discarded); a lost login is restored; anything
 // worse re-initialises the module. Attempts that fail are spaced out by the
-// module's retry gate, and while it is shut recover fails at once.
-func (t *Token) recover(gen uint64) error {
+// module's retry gate, and while it is shut recover fails at once. c is the
+// Do that asks: if its caller stopped waiting, nothing is repaired for it.
+//
+// Recovery needs the module to itself, so it waits for every running call;
+// while calls the token never answered still hold it (they keep their read
+// lock until they return), recover fails at once rather than wait behind
+// them, which would stop every other call too.
+func (t *Token) recover(gen uint64, c *call) error {
 	t.mu.RLock()
-	closed, moved := t.ctx == nil, t.gen != gen
+	closed, moved := t.ctx == nil, t.gen.Load() != gen
 	t.mu.RUnlock()
 	switch {
 	case closed:
@@ -241,40 +284,48 @@ func (t *Token) recover(gen uint64) error {
 	if m.gate.shut(time.Now()) {
 		return t.waitForRetry()
 	}
+	if n := m.stall.hung.Load(); n > 0 {
+		return &Error{Op: "recover", Kind: ErrUnavailable,
+			Err: fmt.Errorf("%d calls to the token have not returned; recovery waits for them", n)}
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.ctx == nil {
 		return &Error{Op: "recover", Kind: ErrUnavailable, Err: errors.New("token closed")}
 	}
-	if t.gen != gen {
+	if c.abandoned() {
+		return abandonedErr("recover")
+	}
+	if t.gen.Load() != gen {
 		return nil
 	}
 	now := time.Now()
 	if m.gate.shut(now) {
 		return t.waitForRetry()
 	}
+	k := t.recoveryCalls()
 	if t.down == nil {
-		loggedIn := t.loggedIn()
-		storage := t.probeStorage()
+		loggedIn := t.loggedIn(k)
+		storage := t.probeStorage(k)
 		switch {
 		case loggedIn && storage == nil:
 			return nil
 		case storage == nil:
-			t.stop()
-			if t.start() == nil {
+			t.stop(k)
+			if t.start(k) == nil {
 				m.gate.succeeded()
 				return nil
 			}
 		}
-	} else if m.initialised && t.start() == nil && t.probeStorage() == nil {
+	} else if m.initialised && t.start(k) == nil && t.probeStorage(k) == nil {
 		m.gate.succeeded()
 		return nil
 	}
-	m.reinit()
+	m.reinit(k)
 	if t.down == nil {
-		if err := t.probeStorage(); err != nil {
-			t.stop()
-			t.gen++
+		if err := t.probeStorage(k); err != nil {
+			t.stop(k)
+			t.gen.Add(1)
 			t.down = err
 		}
 	}
@@ -293,8 +344,8 @@ func (t *Token) waitForRetry() error {
 }
 
 // loggedIn reports whether the login session is open and logged in.
-func (t *Token) loggedIn() bool {
-	info, err := t.ctx.GetSessionInfo(t.login)
+func (t *Token) loggedIn(k p11) bool {
+	info, err := k.GetSessionInfo(t.login)
 	return err == nil && (info.State == pkcs11.CKS_RW_USER_FUNCTIONS || info.State == pkcs11.CKS_RO_USER_FUNCTIONS)
 }
 
@@ -311,7 +362,7 @@ func (t *Token) Random(ctx context.Context, n int) ([]byte, error) {
 // Ping checks that the token answers and the login is in place.
 func (t *Token) Ping(ctx context.Context) error {
 	return t.Do(ctx, func(s *Session) error {
-		info, err := t.ctx.GetSessionInfo(s.h)
+		info, err := s.calls().GetSessionInfo(s.h)
 		if err != nil {
 			return translate("C_GetSessionInfo", err, false)
 		}
@@ -322,22 +373,19 @@ func (t *Token) Ping(ctx context.Context) error {
 	})
 }
 
-// Do runs fn on a session from the pool. It waits for a free session until
-// ctx's deadline (or the configured wait timeout). If fn fails because the
-// session, a cached handle, the login or the module's view of the token went
-// stale, Do repairs that and runs fn again on a fresh session; fn must
-// therefore be safe to repeat. A failure that might only mean the token's
-// storage is gone (CKR_GENERAL_ERROR outside a decryption, an object not
-// found) is confirmed by a probe of the token before anything is repaired; a
-// refused ciphertext, signature or input never leads to either.
-func (t *Token) Do(ctx context.Context, fn func(*Session) error) error {
+// attempts is Do's work, on the goroutine serving c (bound.go): fn at most
+// three times, with the repairs between runs.
+func (t *Token) attempts(ctx context.Context, fn func(*Session) error, c *call) error {
 	var err error
 	// A stale handle, then an object not found because the token's storage
 	// is gone, then success after recovery: three runs at most.
 	for attempt := 0; attempt < 3; attempt++ {
 		var gen uint64
 		var next repair
-		gen, next, err = t.doOnce(ctx, fn)
+		gen, next, err = t.doOnce(ctx, fn, c)
+		if c.abandoned() {
+			return err // nobody waits for a repair
+		}
 		switch next {
 		case repairNone:
 			return err
@@ -350,7 +398,7 @@ func (t *Token) Do(ctx context.Context, fn func(*Session) error) error {
 			}
 			fallthrough
 		case repairRecover:
-			if rerr := t.recover(gen); rerr != nil {
+			if rerr := t.recover(gen, c); rerr != nil {
 				return rerr
 			}
 		}
@@ -368,28 +416,43 @@ const (
 	repairRecover               // the login or the module is gone: recover, then run fn again
 )
 
-func (t *Token) doOnce(ctx context.Context, fn func(*Session) error) (gen uint64, next repair, err error) {
+func (t *Token) doOnce(ctx context.Context, fn func(*Session) error, c *call) (gen uint64, next repair, err error) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	if t.ctx == nil {
 		return 0, repairNone, &Error{Op: "session", Kind: ErrUnavailable, Err: errors.New("token closed")}
 	}
-	gen = t.gen
+	if c.abandoned() {
+		// Waited here for a recovery that held the module; the caller left.
+		return t.gen.Load(), repairNone, abandonedErr("session")
+	}
+	gen = t.gen.Load()
 	if t.down != nil {
 		return gen, repairRecover, unavailable("session", t.down)
 	}
-	ps, err := t.getSession(ctx)
+	ps, fresh, err := t.getSession(ctx)
 	if err != nil {
-		err = translate("C_OpenSession", err, false)
-		if needsRecovery(err) {
-			return gen, repairRecover, err
-		}
-		return gen, repairNone, err
+		return gen, repairNone, translate("session", err, false)
 	}
-	s := &Session{t: t, h: ps.h, p: ps}
+	s := &Session{t: t, p: ps, c: c}
+	if fresh {
+		h, err := s.openSession()
+		if err != nil {
+			t.pool.release(ps)
+			err = translate("C_OpenSession", err, false)
+			if needsRecovery(err) {
+				return gen, repairRecover, err
+			}
+			return gen, repairNone, err
+		}
+		t.pool.open(ps, h)
+	}
+	s.h = ps.h
 	err = fn(s)
-	if sessionBroken(err) {
-		t.pool.discard(t.ctx, ps)
+	// A session whose call overran, or whose caller left, may be in the
+	// middle of an operation, or in a module that lost it: never reused.
+	if sessionBroken(err) || ps.b.overran || c.abandoned() {
+		t.pool.discard(s.cleanupCalls(), ps)
 	} else {
 		t.pool.put(ps)
 	}
@@ -416,6 +479,7 @@ const probeInterval = 500 * time.Millisecond
 // probeState remembers the last storage probe.
 type probeState struct {
 	mu    sync.Mutex // one probe at a time
+	b     bracket    // the probe's calls
 	at    time.Time
 	gen   uint64
 	good  bool
@@ -433,11 +497,11 @@ func (t *Token) storageGood(gen uint64) bool {
 		return p.good
 	}
 	t.mu.RLock()
-	if t.ctx == nil || t.gen != gen || t.down != nil {
+	if t.ctx == nil || t.gen.Load() != gen || t.down != nil {
 		t.mu.RUnlock()
 		return false
 	}
-	good := t.probeStorage() == nil
+	good := t.probeStorage(p11{t: t, b: &p.b}) == nil
 	t.mu.RUnlock()
 	p.at, p.gen, p.good = time.Now(), gen, good
 	return good
@@ -447,8 +511,8 @@ func (t *Token) storageGood(gen uint64) bool {
 // its token info. SoftHSM2 re-reads the token's file for it (~80 µs) and
 // fails with CKR_GENERAL_ERROR when the token's directory is gone or was,
 // at any time since C_Initialize, unreadable. Called with mu held.
-func (t *Token) probeStorage() error {
+func (t *Token) probeStorage(k p11) error {
 	t.probe.count.Add(1)
-	_, err := t.ctx.GetTokenInfo(t.slot)
+	_, err := k.GetTokenInfo(t.slot)
 	return translate("C_GetTokenInfo", err, false)
 }

@@ -31,7 +31,10 @@ func (a AuditSigner) Sign(digest []byte) ([]byte, error) {
 		sig, err = s.Sign(auditRef, hsm.ECDSA, crypto.SHA256, digest)
 		return err
 	})
-	return sig, err
+	if err != nil {
+		return nil, err // sig may still be written by a callback Do stopped waiting for
+	}
+	return sig, nil
 }
 
 // AuditKey returns the signer of audit checkpoints and its public key (SPKI

@@ -415,6 +415,10 @@ func (s *Service) ReEncrypt(ctx context.Context, caller Caller, in ReEncryptInpu
 	if errors.As(err, &se) {
 		return nil, se
 	}
+	if errors.Is(err, hsm.ErrTimeout) {
+		// The callback may still run (hsm.Token.Do): failedKey is its.
+		return nil, fromToken(err, "")
+	}
 	if err != nil {
 		return nil, fromToken(err, failedKey)
 	}
@@ -470,15 +474,18 @@ func (s *Service) GenerateDataKey(ctx context.Context, caller Caller, in Generat
 	var ct []byte
 	var version uint32
 	err = s.token.Do(ctx, func(sess *hsm.Session) error {
-		if err := sess.Random(dk); err != nil {
-			return err
+		err := sess.Random(dk)
+		if err == nil {
+			ct, version, err = seal(sess, k, in.EncryptionContext, dk)
 		}
-		var err error
-		ct, version, err = seal(sess, k, in.EncryptionContext, dk)
+		if err != nil {
+			// Here, not after Do: a Do that stopped waiting (ErrTimeout)
+			// leaves dk to this callback, which may still be running.
+			clear(dk)
+		}
 		return err
 	})
 	if err != nil {
-		clear(dk)
 		return nil, fromToken(err, k.arn)
 	}
 	out := &GenerateDataKeyOutput{CiphertextBlob: ct, KeyId: k.arn, KeyMaterialId: k.materialIDs[version]}

@@ -34,12 +34,13 @@ type fileConfig struct {
 	Listen    string `yaml:"listen"`
 	DataDir   string `yaml:"data_dir"`
 	PKCS11    struct {
-		Module           string `yaml:"module"`
-		TokenLabel       string `yaml:"token_label"`
-		TokenSerial      string `yaml:"token_serial"`
-		PINFile          string `yaml:"pin_file"`
-		MaxSessions      int    `yaml:"max_sessions"`
-		SessionKeyCopies *bool  `yaml:"session_key_copies"`
+		Module           string        `yaml:"module"`
+		TokenLabel       string        `yaml:"token_label"`
+		TokenSerial      string        `yaml:"token_serial"`
+		PINFile          string        `yaml:"pin_file"`
+		MaxSessions      int           `yaml:"max_sessions"`
+		SessionKeyCopies *bool         `yaml:"session_key_copies"`
+		CallTimeout      time.Duration `yaml:"call_timeout"`
 	} `yaml:"pkcs11"`
 	TLS struct {
 		CertFile     string `yaml:"cert_file"`
@@ -106,6 +107,7 @@ type options struct {
 	configFile                      string
 	dev                             bool
 	maxSessions                     int
+	callTimeout                     time.Duration
 	sessionKeyCopies                bool
 	sessionKeyCopiesSet             bool
 	logLevel                        string
@@ -214,6 +216,7 @@ func (o *options) tokenFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.configFile, "config", "", "YAML configuration file")
 	fs.BoolVar(&o.dev, "dev", false, "development mode: SoftHSM2 token and store under --data-dir, credentials test/test, loopback only")
 	fs.IntVar(&o.maxSessions, "max-sessions", 0, "maximum PKCS#11 sessions (default 32)")
+	fs.DurationVar(&o.callTimeout, "pkcs11-call-timeout", 0, "longest a PKCS#11 call may run before the token is treated as not answering (default 5s; key generation: 2m)")
 	fs.Func("session-key-copies", "use session-object copies of keys (default on with --dev)", func(s string) error {
 		switch s {
 		case "true", "1":
@@ -260,6 +263,9 @@ func (o *options) loadFile() error {
 	setIf(&o.pinFile, f.PKCS11.PINFile)
 	if o.maxSessions == 0 {
 		o.maxSessions = f.PKCS11.MaxSessions
+	}
+	if o.callTimeout == 0 {
+		o.callTimeout = f.PKCS11.CallTimeout
 	}
 	if !o.sessionKeyCopiesSet && f.PKCS11.SessionKeyCopies != nil {
 		o.sessionKeyCopies, o.sessionKeyCopiesSet = *f.PKCS11.SessionKeyCopies, true
@@ -331,6 +337,9 @@ func (o *options) check() error {
 			return err
 		}
 		o.metricsListen = addr
+	}
+	if o.callTimeout < 0 {
+		return fmt.Errorf("--pkcs11-call-timeout %v: must be positive (0: the default, 5s)", o.callTimeout)
 	}
 	if o.dev && !o.devContainer {
 		if err := loopbackOnly(o.listen); err != nil {

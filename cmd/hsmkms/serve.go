@@ -97,7 +97,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) (err er
 
 	tok, err := hsm.Open(ctx, hsm.Config{
 		ModulePath: o.module, TokenLabel: o.tokenLabel, TokenSerial: o.tokenSerial, PIN: pin,
-		MaxSessions: o.maxSessions, SessionKeyCopies: o.sessionKeyCopies,
+		MaxSessions: o.maxSessions, SessionKeyCopies: o.sessionKeyCopies, CallTimeout: o.callTimeout,
 		Observer: mtr.TokenObserver(),
 	})
 	if err != nil {

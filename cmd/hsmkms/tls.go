@@ -191,7 +191,7 @@ func tlsCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	tok, err := hsm.Open(ctx, hsm.Config{
 		ModulePath: o.module, TokenLabel: o.tokenLabel, TokenSerial: o.tokenSerial, PIN: pin,
-		MaxSessions: 2, SessionKeyCopies: o.sessionKeyCopies,
+		MaxSessions: 2, SessionKeyCopies: o.sessionKeyCopies, CallTimeout: o.callTimeout,
 	})
 	if err != nil {
 		return fmt.Errorf("open token: %w", err)

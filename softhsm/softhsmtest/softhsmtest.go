@@ -2,7 +2,10 @@
 // a temporary directory. SoftHSM2 misbehaves when several processes create and
 // destroy objects in one token directory, so tokens are never shared between
 // processes. A test that needs SoftHSM2 and cannot find it fails; it does not
-// skip.
+// skip. It also builds the shims that fault tests put between hsmkms and the
+// real token: CrashShim kills a process at a chosen write, FaultShim is a
+// PKCS#11 module that forwards to SoftHSM2 and injects errors and hangs on
+// command (FaultControl).
 package softhsmtest
 
 import (
@@ -56,13 +59,17 @@ func PIN(tb testing.TB, t softhsm.Token) string {
 	return pin
 }
 
-// Main runs the tests and then removes the token directory, if one was made.
+// Main runs the tests and then removes the token directory and the fault
+// shim, if they were made.
 // Use it from TestMain: os.Exit(softhsmtest.Main(m)).
 func Main(m *testing.M) int {
 	code := m.Run()
-	if dir != "" {
-		if err := os.RemoveAll(dir); err != nil {
-			fmt.Fprintf(os.Stderr, "softhsmtest: remove %s: %v\n", dir, err)
+	for _, d := range []string{dir, shimDir} {
+		if d == "" {
+			continue
+		}
+		if err := os.RemoveAll(d); err != nil {
+			fmt.Fprintf(os.Stderr, "softhsmtest: remove %s: %v\n", d, err)
 		}
 	}
 	return code
