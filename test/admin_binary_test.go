@@ -314,7 +314,8 @@ func TestBinaryAdoptAfterRestore(t *testing.T) {
 	p2, ep2 := ext.serve(t, data)
 	c2 := aliceClient(ep2)
 	label := "hsmkms/" + newID + "/v1"
-	if !strings.Contains(p2.stderr.String(), label) || !strings.Contains(p2.stderr.String(), "not named by any key record") {
+	p2.waitLog(t, "not named by any key record") // reconciliation reports the object
+	if !strings.Contains(p2.stderr.String(), label) {
 		t.Errorf("reconciliation does not report %s:\n%s", label, p2.stderr)
 	}
 	_, err := c2.Decrypt(ctxT(t), &kms.DecryptInput{CiphertextBlob: blob})

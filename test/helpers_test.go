@@ -670,6 +670,19 @@ func (p *proc) waitHealthyWith(t testing.TB, endpoint string, hc *http.Client) {
 	t.Fatalf("hsmkms was not healthy within 30s\nstdout:\n%s\nstderr:\n%s", p.stdout, p.stderr)
 }
 
+// waitLog waits until the process's standard error holds substr, or fails.
+// A line the server wrote before it answered a request may still be in the
+// pipe: exec copies it to the buffer from a goroutine of its own.
+func (p *proc) waitLog(t testing.TB, substr string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if strings.Contains(p.stderr.String(), substr) {
+			return
+		}
+	}
+	t.Fatalf("no %s in the log within 10s:\n%s", substr, p.stderr)
+}
+
 // startDev runs `hsmkms serve --dev` on dataDir and waits until it is healthy.
 func startDev(t testing.TB, dataDir string) (*proc, string) {
 	t.Helper()

@@ -309,9 +309,7 @@ func TestBinaryMetrics(t *testing.T) {
 		return p, "http://" + addr, "http://" + maddr
 	}
 	p, endpoint, metricsURL := start()
-	if !strings.Contains(p.stderr.String(), `"msg":"metrics serving"`) {
-		t.Errorf("no start-up line for the metrics listener:\n%s", p.stderr)
-	}
+	p.waitLog(t, `"msg":"metrics serving"`) // the start-up line for the metrics listener
 	c := newClient(endpoint, "test", "test", nil)
 	id := aws.ToString(createKey(t, c).KeyId)
 	for range 5 {
