@@ -79,7 +79,7 @@ func TestBinaryTokenFaultsThroughShim(t *testing.T) {
 		timeout     = "DependencyTimeoutException"
 	)
 	// Every exception a client saw so far, each counted by the server at
-	// least once (the SDK retries a 500, so the server sees more).
+	// least once (the server counts each attempt of a retried request).
 	clientSaw := map[string]int{}
 	for _, fault := range []struct {
 		name  string

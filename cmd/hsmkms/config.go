@@ -50,6 +50,7 @@ type fileConfig struct {
 	InsecureHTTP   bool              `yaml:"insecure_http"`
 	TrustedProxies []string          `yaml:"trusted_proxies"`
 	ProxyProtocol  bool              `yaml:"proxy_protocol"`
+	ReusePort      bool              `yaml:"reuse_port"`
 	MaxConnections int               `yaml:"max_connections"`
 	Principals     []principalConfig `yaml:"principals"`
 	// Limits are the resource quotas (0 or absent: AWS's default).
@@ -130,6 +131,7 @@ type options struct {
 	devContainer                    bool
 	trustedProxies                  stringList
 	proxyProtocol                   bool
+	reusePort                       bool
 	maxConns                        int
 	rateLimits                      rateLimitOptions
 	metricsListen                   string // resolved by metricsAddress; "" is off
@@ -164,6 +166,7 @@ func parseServeFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.insecureHTTP, "insecure-http", false, "allow plain HTTP on a non-loopback address (only behind a TLS-terminating proxy on the same host)")
 	fs.Var(&o.trustedProxies, "trusted-proxies", "comma-separated networks (CIDR) of proxies trusted to name the client (X-Forwarded-For, X-Forwarded-Proto, PROXY protocol)")
 	fs.BoolVar(&o.proxyProtocol, "proxy-protocol", false, "read a PROXY protocol header from connections of --trusted-proxies")
+	fs.BoolVar(&o.reusePort, "reuse-port", false, "share --listen's port with other hsmkms processes of the same user (SO_REUSEPORT): the kernel spreads connections among them")
 	fs.IntVar(&o.maxConns, "max-connections", 0, fmt.Sprintf("bound on open connections; at it, idle and unfinished ones are closed first (default %d)", transport.DefaultMaxConns))
 	fs.StringVar(&o.logLevelFlag, "log-level", "", "debug, info, warn or error (default info; log_level in the config file, which SIGHUP re-reads, unless this is given)")
 	fs.Func("access-log", "one log line per request: request id, operation, principal, key ARN, outcome, status, duration (default true)", func(s string) error {
@@ -283,6 +286,7 @@ func (o *options) loadFile() error {
 	setIf(&o.tlsClientCA, f.TLS.ClientCAFile)
 	o.insecureHTTP = o.insecureHTTP || f.InsecureHTTP
 	o.proxyProtocol = o.proxyProtocol || f.ProxyProtocol
+	o.reusePort = o.reusePort || f.ReusePort
 	if len(o.trustedProxies) == 0 {
 		o.trustedProxies = f.TrustedProxies
 	}

@@ -8,7 +8,7 @@ import (
 	"io"
 	stdlog "log"
 	"log/slog"
-	"net"
+
 	"net/http"
 	"os"
 	"os/signal"
@@ -56,7 +56,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) (err er
 
 	// The port first: a busy port fails at once, before a token or a data
 	// directory is made for nothing.
-	rawLn, err := net.Listen("tcp", o.listen)
+	rawLn, err := listenTCP(ctx, o.listen, o.reusePort)
 	if err != nil {
 		return err
 	}
