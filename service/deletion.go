@@ -175,7 +175,20 @@ func (s *Service) hook(phase, id string) {
 // date passed (ReapDue) and automatic rotations that are due (RotateDue),
 // catching up after downtime. cmd/hsmkms runs it once before it serves its
 // first request, so no request sees a key that should be gone.
+//
+// With a store that several nodes share (store.Leader), only the node that
+// holds the lead does the work; the others skip the pass.
 func (s *Service) RunScheduledWork(ctx context.Context, log *slog.Logger) {
+	if s.leader != nil {
+		lead, err := s.leader.LeadScheduledWork(ctx)
+		if err != nil {
+			log.Warn("cannot tell which node runs the scheduled work; skipping this pass", "err", err)
+			return
+		}
+		if !lead {
+			return
+		}
+	}
 	n, err := s.ReapDue(ctx)
 	if n > 0 {
 		log.Info("deleted keys whose deletion date passed", "keys", n)

@@ -3,7 +3,9 @@ package service
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -262,5 +264,56 @@ func TestListKeysStableUnderInserts(t *testing.T) {
 		if n != 1 {
 			t.Errorf("key %s listed %d times", id, n)
 		}
+	}
+}
+
+// electedStore is the real bbolt store with a lead that the test hands out:
+// the election itself is the shared store's (store.Leader), tested with it.
+type electedStore struct {
+	*store.Bolt
+	lead atomic.Bool
+	err  error
+}
+
+func (s *electedStore) LeadScheduledWork(context.Context) (bool, error) { return s.lead.Load(), s.err }
+
+// TestScheduledWorkOnlyOnTheLeader: with a store that several nodes share,
+// a node that does not hold the lead, or cannot tell, leaves due deletions
+// and rotations to the leader; once it leads, it does them.
+func TestScheduledWorkOnlyOnTheLeader(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	es := &electedStore{Bolt: f.store}
+	c := &clock{now: fixedNow}
+	svc, err := New(Config{Token: f.token, Store: es, Region: "eu-west-1", Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	doomed, err := svc.CreateKey(ctx, alice, CreateKeyInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := doomed.KeyMetadata.KeyId
+	if _, err := svc.ScheduleKeyDeletion(ctx, alice, ScheduleKeyDeletionInput{KeyId: id, PendingWindowInDays: ptr(int32(7))}); err != nil {
+		t.Fatal(err)
+	}
+	c.Add(8 * day)
+	log := slog.New(slog.DiscardHandler)
+	for _, follower := range []struct {
+		name string
+		err  error
+	}{{"another node leads", nil}, {"the store cannot say", errors.New("connection refused")}} {
+		es.err = follower.err
+		svc.RunScheduledWork(ctx, log)
+		if _, err := f.store.GetKey(ctx, id); err != nil {
+			t.Fatalf("%s: the due key was deleted by a node without the lead: %v", follower.name, err)
+		}
+	}
+	es.err = nil
+	es.lead.Store(true)
+	svc.RunScheduledWork(ctx, log)
+	if _, err := f.store.GetKey(ctx, id); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the leader left the due key: %v", err)
 	}
 }

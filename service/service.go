@@ -86,8 +86,11 @@ type Config struct {
 
 // Service runs KMS operations. It is safe for concurrent use.
 type Service struct {
-	token     *hsm.Token
-	store     store.Store
+	token *hsm.Token
+	store store.Store
+	// leader elects the node that runs the scheduled work, when the store
+	// is shared by several (nil: this node always leads).
+	leader    store.Leader
 	region    string
 	partition string
 	now       func() time.Time
@@ -128,6 +131,7 @@ func New(cfg Config) (*Service, error) {
 	s := &Service{token: cfg.Token, region: cfg.Region, partition: cfg.Partition, now: cfg.Now,
 		testHook: cfg.TestHook, limits: limits}
 	s.store = gatedStore{inner: cfg.Store, arn: s.keyARN}
+	s.leader, _ = cfg.Store.(store.Leader)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}

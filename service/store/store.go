@@ -331,3 +331,16 @@ type Store interface {
 	// Close flushes and closes the store.
 	Close() error
 }
+
+// Leader is implemented by a store that several nodes share: it elects the
+// one node that runs the scheduled work (deletions and rotations that are
+// due), so two nodes never run it at once. A store that does not implement
+// it has one node, which always leads.
+type Leader interface {
+	// LeadScheduledWork reports whether this node holds the lead now,
+	// taking it if no live node holds it. A node that dies loses the lead
+	// with its connection to the store, and another takes it at its next
+	// pass. An error means the store could not say: the node does not
+	// lead.
+	LeadScheduledWork(ctx context.Context) (bool, error)
+}
