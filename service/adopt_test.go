@@ -252,7 +252,7 @@ func TestAdoptRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range cs {
-		if raw, _ := blob.ParseKeyID(c.KeyID); raw == auditRef.KeyID || raw == markerRef.KeyID || raw == readinessRef.KeyID {
+		if raw, _ := blob.ParseKeyID(c.KeyID); raw == auditRef.KeyID || raw == markerRef.KeyID || raw == readinessRef.KeyID || raw == sealRef.KeyID {
 			t.Errorf("the service's own key %s is a candidate", c.KeyID)
 		}
 	}

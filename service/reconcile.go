@@ -69,6 +69,7 @@ func (s *Service) Reconcile(ctx context.Context) (*ReconcileReport, error) {
 	named[auditRef] = true // the audit signing key has no record
 	named[readinessRef] = true
 	named[markerRef] = true
+	named[sealRef] = true
 	for _, o := range objs {
 		if !named[o.Ref] {
 			rep.Orphans = append(rep.Orphans, o.Label)
